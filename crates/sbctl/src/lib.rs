@@ -1,0 +1,7 @@
+//! Switchboard developer tooling as a library, so integration tests and the load tool can mint
+//! tokens and run the mock platform in-process instead of shelling out to the `sbctl` binary.
+
+pub mod check;
+pub mod keygen;
+pub mod mint;
+pub mod mock;

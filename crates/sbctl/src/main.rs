@@ -1,0 +1,273 @@
+//! `sbctl`: argument parsing and dispatch only; the work lives in the `sbctl` library.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use sbctl::keygen::{self, KeyFile, KeyKinds};
+use sbctl::mint::{self, Alg, MintSpec, SigningKey};
+use sbctl::mock::{self, EnvelopeMode, MockConfig, MockPlatform, Secret, TokenFault};
+
+#[derive(Debug, Parser)]
+#[command(name = "sbctl", version, about = "Switchboard developer tooling")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate development signing keys for agent JWTs (kept if present).
+    Keygen(KeygenArgs),
+    /// Print a signed agent JWT on stdout.
+    MintToken(MintArgs),
+    /// Run a mock CCaaS platform (WebSocket + OAuth token endpoint) until SIGINT/SIGTERM.
+    MockPlatform(MockArgs),
+    /// Validate a Switchboard filter configuration.
+    CheckConfig(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct KeygenArgs {
+    /// Directory for the key files (created if missing).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Replace existing keys.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
+struct MintArgs {
+    /// Agent id (goes into --claim-agent).
+    #[arg(long)]
+    agent: String,
+    /// Tenant id (goes into --claim-tenant).
+    #[arg(long)]
+    tenant: String,
+    /// Region (goes into --claim-region); omitted if not given.
+    #[arg(long)]
+    region: Option<String>,
+    /// Lifetime in seconds: exp = now + ttl.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+    /// Private key, PKCS#8 PEM (or an HS256 secret file) [default: .dev/agent-ed25519.pem].
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Signing algorithm [default: inferred from the key file name, then its content].
+    #[arg(long, value_enum)]
+    alg: Option<Alg>,
+    /// HS256 secret file (base64 of at least 32 bytes); implies --alg HS256.
+    #[arg(long, conflicts_with = "key")]
+    hs_secret_file: Option<PathBuf>,
+    /// `kid` header parameter.
+    #[arg(long)]
+    kid: Option<String>,
+    /// `iss` claim.
+    #[arg(long, default_value = "switchboard-dev")]
+    iss: String,
+    /// `aud` claim.
+    #[arg(long, default_value = "switchboard")]
+    aud: String,
+    /// Claim name for the agent id (empty: leave the claim out).
+    #[arg(long, default_value = "sub")]
+    claim_agent: String,
+    /// Claim name for the tenant id (empty: leave the claim out).
+    #[arg(long, default_value = "tenant")]
+    claim_tenant: String,
+    /// Claim name for the region.
+    #[arg(long, default_value = "region")]
+    claim_region: String,
+    /// nbf = now + SECS (may be negative) instead of now.
+    #[arg(long, allow_negative_numbers = true, value_name = "SECS")]
+    nbf_offset: Option<i64>,
+    /// exp = now + SECS (may be negative, for an expired token) instead of now + ttl.
+    #[arg(long, allow_negative_numbers = true, value_name = "SECS")]
+    exp_offset: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+struct MockArgs {
+    /// Address to listen on (port 0 picks a free port; the ready line shows the real one).
+    #[arg(long, default_value = mock::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Instance name, used in records and event ids.
+    #[arg(long, default_value = "platform-1")]
+    name: String,
+    /// Unsolicited events per second per session (0: echo only).
+    #[arg(long, default_value_t = 1.0)]
+    event_rate: f64,
+    /// Event envelope: auto, genesys or nice.
+    #[arg(long, default_value = "auto")]
+    envelope: EnvelopeMode,
+    /// Session (and token-request) records kept.
+    #[arg(long, default_value_t = 10_000)]
+    max_records: usize,
+    /// Access-token lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    token_lifetime: u64,
+    /// OAuth client id accepted by /oauth/token.
+    #[arg(long, default_value = "switchboard")]
+    client_id: String,
+    /// OAuth client secret accepted by /oauth/token.
+    #[arg(
+        long,
+        default_value = "switchboard-dev-secret",
+        hide_default_value = true
+    )]
+    client_secret: String,
+    /// Token endpoint fault: none, down, slow, 500, garbage or invalid_grant.
+    #[arg(long, default_value = "none")]
+    token_fault: TokenFault,
+    /// Delay of the `slow` token fault, in milliseconds.
+    #[arg(long, default_value_t = mock::oauth::DEFAULT_SLOW_DELAY_MS)]
+    token_fault_delay_ms: u64,
+    /// Connections served at once.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Log session open/close to stderr (never tokens, secrets or payloads).
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Filter configuration file.
+    path: PathBuf,
+    /// Print the validated configuration.
+    #[arg(long)]
+    print: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keygen(args) => run_keygen(&args).map(|()| 0),
+        Command::MintToken(args) => run_mint(&args).map(|()| 0),
+        Command::MockPlatform(args) => run_mock(args).map(|()| 0),
+        Command::CheckConfig(args) => sbctl::check::run(&args.path, args.print),
+    };
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(error) => {
+            eprintln!("sbctl: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_keygen(args: &KeygenArgs) -> anyhow::Result<()> {
+    let files = keygen::generate(&args.dir, args.force, KeyKinds::ALL)?;
+    for file in files {
+        match file {
+            KeyFile::Written(path) => println!("wrote {}", path.display()),
+            KeyFile::Kept(path) => {
+                eprintln!("kept {} (exists; --force replaces it)", path.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_mint(args: &MintArgs) -> anyhow::Result<()> {
+    let key = match &args.hs_secret_file {
+        Some(path) => {
+            if let Some(alg) = args.alg.filter(|alg| *alg != Alg::HS256) {
+                bail!(mint::MintError::AlgMismatch(alg));
+            }
+            SigningKey::load_hs256_secret(path)?
+        }
+        None => {
+            let path = args
+                .key
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(mint::DEFAULT_KEY_PATH));
+            SigningKey::load(&path, args.alg)
+                .with_context(|| format!("loading key {}", path.display()))?
+        }
+    };
+    let spec = MintSpec {
+        agent: args.agent.clone(),
+        tenant: args.tenant.clone(),
+        region: args.region.clone(),
+        ttl_secs: args.ttl,
+        kid: args.kid.clone(),
+        iss: args.iss.clone(),
+        aud: args.aud.clone(),
+        claim_agent: args.claim_agent.clone(),
+        claim_tenant: args.claim_tenant.clone(),
+        claim_region: args.claim_region.clone(),
+        nbf_offset: args.nbf_offset,
+        exp_offset: args.exp_offset,
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("system clock is before 1970")?
+        .as_secs();
+    println!("{}", mint::mint(&spec, &key, now)?);
+    Ok(())
+}
+
+fn run_mock(args: MockArgs) -> anyhow::Result<()> {
+    let platform = MockPlatform::new(MockConfig {
+        name: args.name,
+        event_rate: args.event_rate,
+        envelope: args.envelope,
+        max_records: args.max_records,
+        token_lifetime_secs: args.token_lifetime,
+        client_id: args.client_id,
+        client_secret: Secret::new(args.client_secret),
+        token_fault: args.token_fault,
+        token_fault_delay_ms: args.token_fault_delay_ms,
+        max_connections: args.max_connections,
+        verbose: args.verbose,
+        ..MockConfig::default()
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        let bound = listener.local_addr().context("reading the bound address")?;
+        // Tests wait for exactly this line to learn the port.
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "mock-platform listening on {bound}")?;
+        stdout.flush()?;
+        drop(stdout);
+        platform.serve(listener, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM. If a handler cannot be installed, that signal keeps its
+/// default action (terminate), which is still a stop.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

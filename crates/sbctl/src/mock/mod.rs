@@ -1,0 +1,382 @@
+//! A mock CCaaS platform (Genesys Cloud / NICE CXone flavoured) that is a real network server:
+//! WebSocket sessions that echo and emit events, an OAuth 2.0 token endpoint with failure
+//! injection, and `/_mock/*` endpoints that expose what it saw.
+//!
+//! Use [`MockPlatform::new`] plus [`MockPlatform::serve`] to run it on a listener you bound, or
+//! [`spawn`] to run it on a background task and stop it with [`MockHandle::shutdown`].
+
+pub mod clock;
+pub mod envelope;
+pub mod oauth;
+pub mod records;
+mod server;
+pub mod upgrade;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+pub use envelope::{Envelope, EnvelopeMode};
+pub use oauth::{FaultSettings, Secret, TokenFault};
+pub use records::{SessionRecord, TokenRequestRecord};
+
+use oauth::TokenAuthority;
+use records::{SessionLog, TokenRequestLog};
+
+/// Where `sbctl mock-platform` listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9001";
+/// Largest WebSocket message (and frame) accepted from a client.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Highest event rate accepted, per session per second.
+pub const MAX_EVENT_RATE: f64 = 1000.0;
+/// Highest `max_records` accepted.
+pub const MAX_RECORDS_LIMIT: usize = 1_000_000;
+/// Longest instance name accepted; it is repeated in every event id.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// Everything `sbctl mock-platform` can be told, before validation.
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// Identifies this instance in records and event ids.
+    pub name: String,
+    /// Unsolicited events per second per session; 0 means echo only.
+    pub event_rate: f64,
+    pub envelope: EnvelopeMode,
+    /// Session records kept (and token-request records kept); the oldest go first.
+    pub max_records: usize,
+    pub token_lifetime_secs: u64,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub token_fault: TokenFault,
+    /// Delay of the `slow` token fault.
+    pub token_fault_delay_ms: u64,
+    /// Issued access and refresh tokens remembered (each).
+    pub max_tokens: usize,
+    /// Connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Log session open/close lines to stderr.
+    pub verbose: bool,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self {
+            name: "platform-1".to_owned(),
+            event_rate: 1.0,
+            envelope: EnvelopeMode::Auto,
+            max_records: 10_000,
+            token_lifetime_secs: 3600,
+            client_id: "switchboard".to_owned(),
+            client_secret: Secret::new("switchboard-dev-secret"),
+            token_fault: TokenFault::None,
+            token_fault_delay_ms: oauth::DEFAULT_SLOW_DELAY_MS,
+            max_tokens: oauth::MAX_REMEMBERED_TOKENS,
+            max_connections: 10_000,
+            verbose: false,
+        }
+    }
+}
+
+/// A `MockConfig` field that is out of range. The message names the field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MockConfigError {
+    #[error("name: must be 1..={MAX_NAME_CHARS} characters of [A-Za-z0-9._-]")]
+    Name,
+    #[error("event_rate: must be a number in 0..={MAX_EVENT_RATE}, got {0}")]
+    EventRate(f64),
+    #[error("max_records: must be 1..={MAX_RECORDS_LIMIT}, got {0}")]
+    MaxRecords(usize),
+    #[error("token_lifetime: must be 1..={max} seconds, got {0}", max = oauth::MAX_TOKEN_LIFETIME_SECS)]
+    TokenLifetime(u64),
+    #[error("client_id: must not be empty")]
+    ClientId,
+    #[error("token_fault_delay_ms: must be at most {max}, got {0}", max = oauth::MAX_SLOW_DELAY_MS)]
+    FaultDelay(u64),
+    #[error("max_tokens: must be 1..={MAX_RECORDS_LIMIT}, got {0}")]
+    MaxTokens(usize),
+    #[error("max_connections: must be 1..=1000000, got {0}")]
+    MaxConnections(usize),
+}
+
+/// The validated, immutable part of the configuration.
+#[derive(Debug)]
+struct Settings {
+    name: String,
+    /// Interval between events on one session; `None` when events are off.
+    event_period: Option<Duration>,
+    envelope: EnvelopeMode,
+    max_connections: usize,
+    websocket: WebSocketConfig,
+    verbose: bool,
+}
+
+/// State shared by every connection of one mock platform.
+#[derive(Debug)]
+struct Shared {
+    settings: Settings,
+    sessions: Mutex<SessionLog>,
+    token_requests: Mutex<TokenRequestLog>,
+    authority: Mutex<TokenAuthority>,
+}
+
+/// Locks, carrying on past a poisoned lock: every critical section here leaves the data
+/// consistent, so a panic elsewhere is no reason to stop serving.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One mock platform instance. Cloning shares the same state.
+#[derive(Debug, Clone)]
+pub struct MockPlatform {
+    shared: Arc<Shared>,
+}
+
+impl MockPlatform {
+    pub fn new(config: MockConfig) -> Result<Self, MockConfigError> {
+        let name_ok = !config.name.is_empty()
+            && config.name.chars().count() <= MAX_NAME_CHARS
+            && config
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !name_ok {
+            return Err(MockConfigError::Name);
+        }
+        if !(config.event_rate.is_finite() && (0.0..=MAX_EVENT_RATE).contains(&config.event_rate)) {
+            return Err(MockConfigError::EventRate(config.event_rate));
+        }
+        let event_period = if config.event_rate > 0.0 {
+            let period = Duration::try_from_secs_f64(1.0 / config.event_rate)
+                .map_err(|_| MockConfigError::EventRate(config.event_rate))?;
+            Some(period.max(Duration::from_millis(1)))
+        } else {
+            None
+        };
+        if !(1..=MAX_RECORDS_LIMIT).contains(&config.max_records) {
+            return Err(MockConfigError::MaxRecords(config.max_records));
+        }
+        if !(1..=oauth::MAX_TOKEN_LIFETIME_SECS).contains(&config.token_lifetime_secs) {
+            return Err(MockConfigError::TokenLifetime(config.token_lifetime_secs));
+        }
+        if config.client_id.is_empty() {
+            return Err(MockConfigError::ClientId);
+        }
+        if config.token_fault_delay_ms > oauth::MAX_SLOW_DELAY_MS {
+            return Err(MockConfigError::FaultDelay(config.token_fault_delay_ms));
+        }
+        if !(1..=MAX_RECORDS_LIMIT).contains(&config.max_tokens) {
+            return Err(MockConfigError::MaxTokens(config.max_tokens));
+        }
+        if !(1..=1_000_000).contains(&config.max_connections) {
+            return Err(MockConfigError::MaxConnections(config.max_connections));
+        }
+        let websocket = WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE_BYTES))
+            .max_frame_size(Some(MAX_MESSAGE_BYTES))
+            // A client that stops reading cannot make us queue more than two full messages.
+            .max_write_buffer_size(2 * MAX_MESSAGE_BYTES);
+        let authority = TokenAuthority::new(
+            config.client_id,
+            config.client_secret,
+            config.token_lifetime_secs,
+            config.token_fault,
+            config.token_fault_delay_ms,
+            config.max_tokens,
+        );
+        Ok(Self {
+            shared: Arc::new(Shared {
+                settings: Settings {
+                    name: config.name,
+                    event_period,
+                    envelope: config.envelope,
+                    max_connections: config.max_connections,
+                    websocket,
+                    verbose: config.verbose,
+                },
+                sessions: Mutex::new(SessionLog::new(config.max_records)),
+                token_requests: Mutex::new(TokenRequestLog::new(config.max_records)),
+                authority: Mutex::new(authority),
+            }),
+        })
+    }
+
+    /// Serves connections from `listener` until `shutdown` resolves, then closes open sessions
+    /// with 1001 (going away), waits briefly for them, and returns.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> io::Result<()> {
+        server::serve(Arc::clone(&self.shared), listener, shutdown).await
+    }
+
+    /// Session records, oldest first; `agent` keeps only that agent's sessions.
+    pub fn sessions(&self, agent: Option<&str>) -> Vec<SessionRecord> {
+        lock(&self.shared.sessions).snapshot(agent)
+    }
+
+    /// Token-endpoint requests seen, oldest first.
+    pub fn token_requests(&self) -> Vec<TokenRequestRecord> {
+        lock(&self.shared.token_requests).snapshot()
+    }
+
+    /// True if `token` was issued by this platform and has not expired.
+    pub fn access_token_valid(&self, token: &str) -> bool {
+        self.access_token_valid_at(token, clock::unix_ms_now())
+    }
+
+    /// As `access_token_valid`, at a given time.
+    pub fn access_token_valid_at(&self, token: &str, now_ms: u64) -> bool {
+        lock(&self.shared.authority).access_token_valid(token, now_ms)
+    }
+
+    /// Current token fault, lifetime and slow delay.
+    pub fn token_fault_settings(&self) -> FaultSettings {
+        lock(&self.shared.authority).fault_settings()
+    }
+
+    /// Forgets session and token-request records (issued tokens stay valid).
+    pub fn reset(&self) {
+        lock(&self.shared.sessions).clear();
+        lock(&self.shared.token_requests).clear();
+    }
+}
+
+/// A mock platform running on a background task.
+#[derive(Debug)]
+pub struct MockHandle {
+    addr: SocketAddr,
+    platform: MockPlatform,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+/// Starts a mock platform on `listener` in a background task (needs a Tokio runtime).
+pub fn spawn(config: MockConfig, listener: TcpListener) -> Result<MockHandle, SpawnError> {
+    let platform = MockPlatform::new(config)?;
+    let addr = listener.local_addr().map_err(SpawnError::LocalAddr)?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = platform.clone();
+    let task = tokio::spawn(async move {
+        serving
+            .serve(listener, async move {
+                // A dropped handle counts as a stop request too.
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok(MockHandle {
+        addr,
+        platform,
+        stop: Some(stop),
+        task,
+    })
+}
+
+/// Why `spawn` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error(transparent)]
+    Config(#[from] MockConfigError),
+    #[error("listener has no local address: {0}")]
+    LocalAddr(io::Error),
+}
+
+impl MockHandle {
+    /// The address actually bound (useful after binding port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn platform(&self) -> &MockPlatform {
+        &self.platform
+    }
+
+    /// `http://ADDR`, for the token and `/_mock/*` endpoints.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `ws://ADDR` followed by `path_and_query` (which should start with `/`).
+    pub fn ws_url(&self, path_and_query: &str) -> String {
+        format!("ws://{}{}", self.addr, path_and_query)
+    }
+
+    /// Stops accepting, closes sessions, and waits for the server task.
+    pub async fn shutdown(mut self) -> io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(join_error) => Err(io::Error::other(join_error)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(MockPlatform::new(MockConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn out_of_range_fields_are_named() {
+        let invalid = |config: MockConfig| MockPlatform::new(config).err();
+        assert_eq!(
+            invalid(MockConfig {
+                event_rate: f64::NAN,
+                ..MockConfig::default()
+            })
+            .map(|e| e.to_string().starts_with("event_rate:")),
+            Some(true)
+        );
+        assert!(matches!(
+            invalid(MockConfig {
+                event_rate: -1.0,
+                ..MockConfig::default()
+            }),
+            Some(MockConfigError::EventRate(_))
+        ));
+        assert_eq!(
+            invalid(MockConfig {
+                max_records: 0,
+                ..MockConfig::default()
+            }),
+            Some(MockConfigError::MaxRecords(0))
+        );
+        assert_eq!(
+            invalid(MockConfig {
+                name: "a b".into(),
+                ..MockConfig::default()
+            }),
+            Some(MockConfigError::Name)
+        );
+        assert_eq!(
+            invalid(MockConfig {
+                token_lifetime_secs: 0,
+                ..MockConfig::default()
+            }),
+            Some(MockConfigError::TokenLifetime(0))
+        );
+    }
+
+    #[test]
+    fn zero_rate_means_no_events() {
+        let platform = MockPlatform::new(MockConfig {
+            event_rate: 0.0,
+            ..MockConfig::default()
+        });
+        assert!(platform.is_ok_and(|p| p.shared.settings.event_period.is_none()));
+    }
+}

@@ -1,0 +1,591 @@
+//! The network edge of the mock platform: accept loop, HTTP/1.1 routing, WebSocket sessions.
+//!
+//! Sessions are generic over the upgraded stream, so an HTTP/2 extended CONNECT (RFC 8441)
+//! listener can later hand its streams to the same `run_session`.
+
+use std::future::Future;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::{interval_at, timeout, Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::clock::{rfc3339_ms, unix_ms_now};
+use super::envelope::{self, Envelope, EventId};
+use super::oauth::{self, parse_form, TokenFault, TokenRequest};
+use super::records::{LiveSession, SessionInfo, TokenRequestRecord};
+use super::upgrade::{self, UpgradeError};
+use super::{lock, Shared};
+
+/// Time allowed for a request's headers to arrive.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time allowed for a (bounded) request body to arrive.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time allowed for one WebSocket send before the session is given up as stuck.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time open sessions get to exchange Close frames once shutdown starts.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+/// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// Largest body accepted by the `/_mock/*` endpoints.
+const MAX_CONTROL_BODY_BYTES: usize = 64 * 1024;
+/// Header that carries the routing key Switchboard attaches for sticky routing.
+const ROUTING_KEY_HEADER: &str = "x-agent-routing-key";
+
+type HttpResponse = Response<Full<Bytes>>;
+
+/// Returned by the service to make hyper close the connection without answering (the `down`
+/// token fault).
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped by the token fault \"down\"")]
+struct DropConnection;
+
+/// An accepted upgrade waiting for hyper to hand over the connection.
+struct PendingSession {
+    on_upgrade: OnUpgrade,
+    live: Arc<LiveSession>,
+    envelope: Envelope,
+    agent: String,
+}
+
+/// Set by the request handler when it answers 101, taken by the connection task afterwards.
+type UpgradeSlot = Arc<Mutex<Option<PendingSession>>>;
+
+pub(super) async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
+    let (stop_sender, stop) = watch::channel(false);
+    let permits = Arc::new(Semaphore::new(shared.settings.max_connections));
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_closed) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        // Reap finished connections so the set holds at most the live ones plus a few.
+        while connections.try_join_next().is_some() {}
+        match accepted {
+            Ok((stream, _peer)) => {
+                connections.spawn(serve_connection(
+                    Arc::clone(&shared),
+                    stream,
+                    stop.clone(),
+                    permit,
+                ));
+            }
+            Err(error) => {
+                eprintln!("{}: accept failed: {error}", shared.settings.name);
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+            }
+        }
+    }
+    drop(listener);
+    let _ = stop_sender.send(true);
+    let _ = timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    connections.shutdown().await;
+    Ok(())
+}
+
+async fn serve_connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    mut stop: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) {
+    // Events are small and latency matters more than packet count.
+    let _ = stream.set_nodelay(true);
+    let slot: UpgradeSlot = Arc::new(Mutex::new(None));
+    let service = {
+        let shared = Arc::clone(&shared);
+        let slot = Arc::clone(&slot);
+        service_fn(move |request| route(Arc::clone(&shared), Arc::clone(&slot), request))
+    };
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = &mut connection => {
+            if let Err(error) = result {
+                if shared.settings.verbose {
+                    eprintln!("{}: http connection ended: {error}", shared.settings.name);
+                }
+            }
+        }
+        _ = stop.changed() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = timeout(SHUTDOWN_GRACE, connection).await;
+            return;
+        }
+    }
+    let pending = lock(&slot).take();
+    if let Some(pending) = pending {
+        match pending.on_upgrade.await {
+            Ok(upgraded) => {
+                let websocket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(shared.settings.websocket),
+                )
+                .await;
+                run_session(
+                    &shared,
+                    websocket,
+                    &pending.live,
+                    pending.envelope,
+                    &pending.agent,
+                    stop,
+                )
+                .await;
+            }
+            Err(error) => {
+                if shared.settings.verbose {
+                    eprintln!("session {}: upgrade failed: {error}", pending.live.session);
+                }
+            }
+        }
+        pending.live.mark_closed();
+    }
+}
+
+async fn route(
+    shared: Arc<Shared>,
+    slot: UpgradeSlot,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, DropConnection> {
+    let path = request.uri().path();
+    if path.starts_with("/_mock/") {
+        return Ok(control(&shared, request).await);
+    }
+    if path.starts_with("/oauth/") {
+        return token_endpoint(&shared, request).await;
+    }
+    if upgrade::is_websocket_request(request.method(), request.headers()) {
+        return Ok(accept_websocket(&shared, &slot, request));
+    }
+    Ok(text(StatusCode::NOT_FOUND, "not found\n"))
+}
+
+fn accept_websocket(
+    shared: &Shared,
+    slot: &UpgradeSlot,
+    mut request: Request<Incoming>,
+) -> HttpResponse {
+    let accepted = match upgrade::accept(request.headers()) {
+        Ok(accepted) => accepted,
+        Err(UpgradeError::UnsupportedVersion) => {
+            // RFC 6455 §4.2.2: answer an unsupported version with 426 and the versions we speak.
+            let mut response = text(
+                StatusCode::UPGRADE_REQUIRED,
+                "unsupported websocket version\n",
+            );
+            response.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static(upgrade::WEBSOCKET_VERSION),
+            );
+            return response;
+        }
+        Err(error) => return text(StatusCode::BAD_REQUEST, &format!("{error}\n")),
+    };
+
+    let headers: Vec<(String, String)> = request
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let first_header = |name: &str| {
+        headers
+            .iter()
+            .find(|(header_name, _)| header_name == name)
+            .map(|(_, value)| value.clone())
+    };
+    let agent = [
+        envelope::GENESYS_AGENT_HEADER,
+        envelope::NICE_AGENT_HEADER,
+        envelope::GENERIC_AGENT_HEADER,
+    ]
+    .into_iter()
+    .find_map(first_header);
+    let routing_key = first_header(ROUTING_KEY_HEADER);
+    let envelope = shared
+        .settings
+        .envelope
+        .resolve(headers.iter().map(|(name, _)| name.as_str()));
+    let info = SessionInfo {
+        name: shared.settings.name.clone(),
+        method: request.method().as_str().to_owned(),
+        path: request.uri().path_and_query().map_or_else(
+            || request.uri().path().to_owned(),
+            |target| target.as_str().to_owned(),
+        ),
+        headers,
+        agent: agent.clone(),
+        routing_key,
+        connected_at_ms: unix_ms_now(),
+    };
+    let live = lock(&shared.sessions).open(info);
+    if shared.settings.verbose {
+        eprintln!(
+            "session {}: open agent={} envelope={}",
+            live.session,
+            agent.as_deref().unwrap_or(envelope::UNKNOWN_AGENT),
+            envelope.as_str()
+        );
+    }
+    *lock(slot) = Some(PendingSession {
+        on_upgrade: hyper::upgrade::on(&mut request),
+        live,
+        envelope,
+        agent: agent.unwrap_or_else(|| envelope::UNKNOWN_AGENT.to_owned()),
+    });
+
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let response_headers = response.headers_mut();
+    response_headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    response_headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept_key) = HeaderValue::from_str(&accepted.accept_key) {
+        response_headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept_key);
+    }
+    if let Some(protocol) = accepted.subprotocol {
+        response_headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(protocol),
+        );
+    }
+    response
+}
+
+/// Echoes data messages, emits events at the configured rate, and records what happened.
+/// Ends when the client goes away, a send stalls, or the server shuts down.
+async fn run_session<S>(
+    shared: &Shared,
+    mut websocket: WebSocketStream<S>,
+    live: &LiveSession,
+    envelope: Envelope,
+    agent: &str,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut ticker = shared.settings.event_period.map(|period| {
+        let mut ticker = interval_at(Instant::now() + period, period);
+        // A slow client gets fewer events, not a burst of catch-up events.
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        ticker
+    });
+    let mut event_seq: u64 = 0;
+    let mut closing = false;
+    loop {
+        let next_tick = async {
+            match ticker.as_mut() {
+                Some(ticker) => {
+                    ticker.tick().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            incoming = websocket.next() => match incoming {
+                None => break,
+                Some(Err(error)) => {
+                    if shared.settings.verbose {
+                        eprintln!("session {}: read ended: {error}", live.session);
+                    }
+                    break;
+                }
+                Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                    live.count_in();
+                    if closing {
+                        continue;
+                    }
+                    if !send(&mut websocket, message).await {
+                        break;
+                    }
+                    live.count_out();
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    if let Some(frame) = frame {
+                        live.set_close_code(u16::from(frame.code));
+                    }
+                    // tungstenite answers the Close itself; keep reading until it is flushed.
+                    closing = true;
+                }
+                // Pings are answered by tungstenite; pongs and raw frames need nothing.
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+            },
+            () = next_tick, if !closing => {
+                event_seq += 1;
+                let id = EventId {
+                    instance: &shared.settings.name,
+                    session: live.session,
+                    agent,
+                    seq: event_seq,
+                };
+                let event = envelope::event_text(envelope, &id, &rfc3339_ms(unix_ms_now()));
+                if !send(&mut websocket, Message::text(event)).await {
+                    break;
+                }
+                live.count_out();
+            }
+            _ = stop.changed() => {
+                // RFC 6455 §7.4.1: 1001 means the endpoint is going away (server shutdown).
+                let close = CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() };
+                let _ = timeout(SEND_TIMEOUT.min(SHUTDOWN_GRACE), websocket.close(Some(close))).await;
+                break;
+            }
+        }
+    }
+    live.mark_closed();
+    if shared.settings.verbose {
+        eprintln!("session {}: closed", live.session);
+    }
+}
+
+/// Sends one message within `SEND_TIMEOUT`; false means the session should end.
+async fn send<S>(websocket: &mut WebSocketStream<S>, message: Message) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    matches!(
+        timeout(SEND_TIMEOUT, websocket.send(message)).await,
+        Ok(Ok(()))
+    )
+}
+
+async fn token_endpoint(
+    shared: &Shared,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, DropConnection> {
+    if request.uri().path() != "/oauth/token" {
+        return Ok(text(StatusCode::NOT_FOUND, "not found\n"));
+    }
+    if request.method() != Method::POST {
+        return Ok(method_not_allowed("POST"));
+    }
+    let content_type = header_text(&request, header::CONTENT_TYPE);
+    let authorization = header_text(&request, header::AUTHORIZATION);
+    let body = match read_body(request, oauth::MAX_TOKEN_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(status) => return Ok(json_error(status, "invalid_request")),
+    };
+
+    let (fault, delay_ms) = {
+        let authority = lock(&shared.authority);
+        (authority.fault(), authority.fault_settings().delay_ms)
+    };
+    if fault == TokenFault::Slow {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    }
+    let outcome = {
+        let mut rng = rand::rng();
+        lock(&shared.authority).handle(
+            &TokenRequest {
+                content_type: content_type.as_deref(),
+                authorization: authorization.as_deref(),
+                body: &body,
+            },
+            unix_ms_now(),
+            &mut rng,
+        )
+    };
+    let summary = outcome.summary;
+    lock(&shared.token_requests).push(TokenRequestRecord {
+        seq: 0,
+        at_ms: unix_ms_now(),
+        grant_type: summary.grant_type,
+        client_id: summary.client_id,
+        client_auth: summary.client_auth.to_owned(),
+        secret_matched: summary.secret_matched,
+        fault: summary.fault.to_owned(),
+        status: outcome.reply.as_ref().map(|reply| reply.status),
+        error: summary.error.map(str::to_owned),
+    });
+    let Some(reply) = outcome.reply else {
+        return Err(DropConnection);
+    };
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = with_body(status, reply.content_type, reply.body);
+    let headers = response.headers_mut();
+    // RFC 6749 §5.1: token responses MUST carry Cache-Control: no-store (and Pragma: no-cache).
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    if reply.basic_challenge {
+        // RFC 6749 §5.2: a 401 after Basic client auth MUST include WWW-Authenticate.
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"mock-platform\""),
+        );
+    }
+    Ok(response)
+}
+
+async fn control(shared: &Shared, request: Request<Incoming>) -> HttpResponse {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    match (path.as_str(), method) {
+        ("/_mock/health", Method::GET) => text(StatusCode::OK, "ok"),
+        ("/_mock/sessions", Method::GET) => {
+            let query = request.uri().query().unwrap_or_default().as_bytes();
+            let agent = match parse_form(query) {
+                Ok(pairs) => pairs
+                    .into_iter()
+                    .find(|(name, _)| name == "agent")
+                    .map(|(_, value)| value),
+                Err(error) => return text(StatusCode::BAD_REQUEST, &format!("{error}\n")),
+            };
+            json(
+                StatusCode::OK,
+                &lock(&shared.sessions).snapshot(agent.as_deref()),
+            )
+        }
+        ("/_mock/reset", Method::POST) => {
+            lock(&shared.sessions).clear();
+            lock(&shared.token_requests).clear();
+            text(StatusCode::OK, "ok")
+        }
+        ("/_mock/token-requests", Method::GET) => {
+            json(StatusCode::OK, &lock(&shared.token_requests).snapshot())
+        }
+        ("/_mock/token-fault", Method::GET) => {
+            json(StatusCode::OK, &lock(&shared.authority).fault_settings())
+        }
+        ("/_mock/token-fault", Method::POST) => {
+            let body = match read_body(request, MAX_CONTROL_BODY_BYTES).await {
+                Ok(body) => body,
+                Err(status) => return text(status, "body too large or too slow\n"),
+            };
+            let updated = lock(&shared.authority).update_fault(&body);
+            match updated {
+                Ok(settings) => {
+                    eprintln!(
+                        "{}: token fault now {} (lifetime {}s, delay {}ms)",
+                        shared.settings.name, settings.mode, settings.lifetime, settings.delay_ms
+                    );
+                    json(StatusCode::OK, &settings)
+                }
+                Err(error) => json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({ "error": error.to_string() }),
+                ),
+            }
+        }
+        ("/_mock/health" | "/_mock/sessions" | "/_mock/token-requests", _) => {
+            method_not_allowed("GET")
+        }
+        ("/_mock/reset", _) => method_not_allowed("POST"),
+        ("/_mock/token-fault", _) => method_not_allowed("GET, POST"),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// Reads at most `limit` bytes of body within `BODY_READ_TIMEOUT`; the error is the status to
+/// answer (413 too large, 408 too slow, 400 broken).
+async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, StatusCode> {
+    let declared_too_large = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .is_some_and(|length| usize::try_from(length).map_or(true, |length| length > limit));
+    if declared_too_large {
+        return Err(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    let collected = timeout(
+        BODY_READ_TIMEOUT,
+        Limited::new(request.into_body(), limit).collect(),
+    )
+    .await;
+    match collected {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(StatusCode::PAYLOAD_TOO_LARGE)
+        }
+        Ok(Err(_)) => Err(StatusCode::BAD_REQUEST),
+        Err(_elapsed) => Err(StatusCode::REQUEST_TIMEOUT),
+    }
+}
+
+fn header_text(request: &Request<Incoming>, name: header::HeaderName) -> Option<String> {
+    request
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn with_body(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> HttpResponse {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn text(status: StatusCode, body: &str) -> HttpResponse {
+    with_body(status, "text/plain; charset=utf-8", body.to_owned())
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> HttpResponse {
+    match serde_json::to_vec(value) {
+        Ok(body) => with_body(status, "application/json", body),
+        Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{error}\n")),
+    }
+}
+
+fn json_error(status: StatusCode, code: &str) -> HttpResponse {
+    json(status, &serde_json::json!({ "error": code }))
+}
+
+fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}

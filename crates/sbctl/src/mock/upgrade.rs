@@ -1,0 +1,173 @@
+//! Server side of the RFC 6455 opening handshake, as pure checks over request headers.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use hyper::header::{HeaderMap, CONNECTION, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL};
+use hyper::header::{SEC_WEBSOCKET_VERSION, UPGRADE};
+use hyper::Method;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+/// Subprotocols the mock speaks, in no particular order of preference: the client's order wins.
+pub const KNOWN_SUBPROTOCOLS: [&str; 3] =
+    ["v2.realtime-events", "nice.digital.v1", "switchboard.v1"];
+
+/// The only WebSocket version this server accepts.
+pub const WEBSOCKET_VERSION: &str = "13";
+
+/// Why an upgrade request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpgradeError {
+    /// `Connection` lacks the `upgrade` token.
+    #[error("Connection header must include \"upgrade\"")]
+    MissingConnectionUpgrade,
+    /// No `Sec-WebSocket-Key`, or one that is not base64 of 16 bytes.
+    #[error("Sec-WebSocket-Key must be base64 of 16 bytes")]
+    BadKey,
+    /// `Sec-WebSocket-Version` is not 13.
+    #[error("unsupported Sec-WebSocket-Version (this server speaks 13)")]
+    UnsupportedVersion,
+}
+
+/// What the 101 response carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub accept_key: String,
+    pub subprotocol: Option<&'static str>,
+}
+
+/// True if `header` is a comma-separated token list containing `token` (case-insensitive).
+fn has_token(headers: &HeaderMap, header: &hyper::header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(header)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|item| item.trim().eq_ignore_ascii_case(token))
+}
+
+/// A GET asking to upgrade to WebSocket. Whether the rest of the handshake is valid is for
+/// `accept` to say; this only decides that the request is meant as one.
+pub fn is_websocket_request(method: &Method, headers: &HeaderMap) -> bool {
+    method == Method::GET && has_token(headers, &UPGRADE, "websocket")
+}
+
+/// Validates the handshake and computes the response values.
+pub fn accept(headers: &HeaderMap) -> Result<Accepted, UpgradeError> {
+    // RFC 6455 §4.2.1 (4): the Connection header MUST include the "Upgrade" token.
+    if !has_token(headers, &CONNECTION, "upgrade") {
+        return Err(UpgradeError::MissingConnectionUpgrade);
+    }
+    // RFC 6455 §4.2.1 (6): Sec-WebSocket-Version MUST be 13; otherwise §4.2.2 asks for 426.
+    let version = headers
+        .get(SEC_WEBSOCKET_VERSION)
+        .and_then(|value| value.to_str().ok());
+    if version.map(str::trim) != Some(WEBSOCKET_VERSION) {
+        return Err(UpgradeError::UnsupportedVersion);
+    }
+    // RFC 6455 §4.2.1 (5): Sec-WebSocket-Key MUST decode to 16 bytes.
+    let key = headers
+        .get(SEC_WEBSOCKET_KEY)
+        .ok_or(UpgradeError::BadKey)?
+        .as_bytes();
+    let key = key.trim_ascii();
+    match STANDARD.decode(key) {
+        Ok(nonce) if nonce.len() == 16 => {}
+        _ => return Err(UpgradeError::BadKey),
+    }
+    Ok(Accepted {
+        accept_key: derive_accept_key(key),
+        subprotocol: select_subprotocol(headers),
+    })
+}
+
+/// RFC 6455 §4.2.2: the server answers with at most one of the offered subprotocols, and none
+/// if it speaks none of them. The first offered that we know wins.
+pub fn select_subprotocol(headers: &HeaderMap) -> Option<&'static str> {
+    headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .find_map(|offered| {
+            KNOWN_SUBPROTOCOLS
+                .iter()
+                .copied()
+                .find(|known| *known == offered)
+        })
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "a test should fail loudly on an unexpected error"
+)]
+mod tests {
+    use super::*;
+    use hyper::header::HeaderValue;
+
+    fn handshake(extra: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        headers.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        // The sample nonce of RFC 6455 §1.3.
+        headers.insert(
+            SEC_WEBSOCKET_KEY,
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
+        for (name, value) in extra {
+            headers.append(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn rfc_sample_accept_key() {
+        let accepted = accept(&handshake(&[])).unwrap();
+        // RFC 6455 §1.3 gives this exact Sec-WebSocket-Accept for the sample nonce.
+        assert_eq!(accepted.accept_key, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(accepted.subprotocol, None);
+    }
+
+    #[test]
+    fn detects_upgrade_requests() {
+        let headers = handshake(&[]);
+        assert!(is_websocket_request(&Method::GET, &headers));
+        assert!(!is_websocket_request(&Method::POST, &headers));
+        assert!(!is_websocket_request(&Method::GET, &HeaderMap::new()));
+    }
+
+    #[test]
+    fn rejects_bad_handshakes() {
+        let mut headers = handshake(&[]);
+        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
+        assert_eq!(
+            accept(&headers),
+            Err(UpgradeError::MissingConnectionUpgrade)
+        );
+
+        let mut headers = handshake(&[]);
+        headers.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
+        assert_eq!(accept(&headers), Err(UpgradeError::UnsupportedVersion));
+
+        let mut headers = handshake(&[]);
+        headers.insert(SEC_WEBSOCKET_KEY, HeaderValue::from_static("c2hvcnQ="));
+        assert_eq!(accept(&headers), Err(UpgradeError::BadKey));
+
+        let mut headers = handshake(&[]);
+        headers.remove(SEC_WEBSOCKET_KEY);
+        assert_eq!(accept(&headers), Err(UpgradeError::BadKey));
+    }
+
+    #[test]
+    fn picks_first_known_offered_subprotocol() {
+        let headers = handshake(&[
+            ("sec-websocket-protocol", "chat, nice.digital.v1"),
+            ("sec-websocket-protocol", "switchboard.v1"),
+        ]);
+        assert_eq!(select_subprotocol(&headers), Some("nice.digital.v1"));
+        let headers = handshake(&[("sec-websocket-protocol", "chat, superchat")]);
+        assert_eq!(select_subprotocol(&headers), None);
+    }
+}

@@ -1,0 +1,327 @@
+//! Every call into the Envoy host, in one place. The SDK's `hostcalls` panic on statuses they do
+//! not expect, and a panic aborts every stream on the worker; these wrappers speak the ABI
+//! directly and turn any non-Ok status into a [`HostError`].
+
+use std::ptr::{null, null_mut};
+
+use switchboard_core::header_map;
+
+/// A hostcall that did not succeed; `status` is the raw ABI status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostError {
+    /// The host answered with a status other than Ok / NotFound where that is meaningful.
+    Status(u32),
+    /// The host returned bytes that do not decode (a header map, a number).
+    Malformed,
+    /// A value too large for the ABI's 32-bit lengths.
+    TooLarge,
+}
+
+impl std::fmt::Display for HostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostError::Status(code) => write!(f, "host status {code}"),
+            HostError::Malformed => f.write_str("malformed host data"),
+            HostError::TooLarge => f.write_str("value too large for the host ABI"),
+        }
+    }
+}
+
+pub type HostResult<T> = Result<T, HostError>;
+
+const STATUS_OK: u32 = 0;
+const STATUS_NOT_FOUND: u32 = 1;
+const STATUS_CAS_MISMATCH: u32 = 8;
+
+#[derive(Debug, Clone, Copy)]
+#[repr(u32)]
+pub enum MapKind {
+    RequestHeaders = 0,
+    ResponseHeaders = 2,
+}
+
+#[derive(Debug, Clone, Copy)]
+#[repr(u32)]
+pub enum BufferKind {
+    PluginConfiguration = 7,
+}
+
+#[derive(Debug, Clone, Copy)]
+#[repr(u32)]
+pub enum MetricKind {
+    Counter = 0,
+    Gauge = 1,
+    Histogram = 2,
+}
+
+#[derive(Debug, Clone, Copy)]
+#[repr(u32)]
+pub enum LogLevel {
+    Trace = 0,
+    Debug = 1,
+    Info = 2,
+    Warn = 3,
+    Error = 4,
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_log_level(return_level: *mut u32) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
+    fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+}
+
+fn check(status: u32) -> HostResult<()> {
+    if status == STATUS_OK {
+        Ok(())
+    } else {
+        Err(HostError::Status(status))
+    }
+}
+
+/// Takes ownership of a host allocation (made through the SDK's exported allocator).
+///
+/// # Safety
+/// `data`/`size` must come from a host call that just returned Ok with them.
+unsafe fn take_bytes(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() {
+        Vec::new()
+    } else {
+        Vec::from_raw_parts(data, size, size)
+    }
+}
+
+pub fn log(level: LogLevel, message: &str) {
+    // Nothing sensible can be done if logging itself fails.
+    let _ = unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) };
+}
+
+pub fn log_level() -> LogLevel {
+    let mut level = 0u32;
+    let status = unsafe { proxy_get_log_level(&mut level) };
+    match (status, level) {
+        (STATUS_OK, 0) => LogLevel::Trace,
+        (STATUS_OK, 1) => LogLevel::Debug,
+        (STATUS_OK, 2) => LogLevel::Info,
+        (STATUS_OK, 3) => LogLevel::Warn,
+        _ => LogLevel::Error,
+    }
+}
+
+/// Wall-clock time in nanoseconds since the Unix epoch (0 if the host refuses).
+pub fn now_nanos() -> u64 {
+    let mut time = 0u64;
+    let status = unsafe { proxy_get_current_time_nanoseconds(&mut time) };
+    if status == STATUS_OK {
+        time
+    } else {
+        0
+    }
+}
+
+pub fn now_secs() -> u64 {
+    now_nanos() / 1_000_000_000
+}
+
+pub fn plugin_configuration(size: usize) -> HostResult<Vec<u8>> {
+    let mut data = null_mut();
+    let mut returned = 0usize;
+    let status = unsafe {
+        proxy_get_buffer_bytes(BufferKind::PluginConfiguration as u32, 0, size, &mut data, &mut returned)
+    };
+    match status {
+        STATUS_OK => Ok(unsafe { take_bytes(data, returned) }),
+        STATUS_NOT_FOUND => Ok(Vec::new()),
+        other => Err(HostError::Status(other)),
+    }
+}
+
+pub fn header_pairs(map: MapKind) -> HostResult<Vec<(String, Vec<u8>)>> {
+    let mut data = null_mut();
+    let mut size = 0usize;
+    check(unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) })?;
+    let bytes = unsafe { take_bytes(data, size) };
+    header_map::decode(&bytes).ok_or(HostError::Malformed)
+}
+
+pub fn header(map: MapKind, name: &str) -> HostResult<Option<Vec<u8>>> {
+    let mut data = null_mut();
+    let mut size = 0usize;
+    let status = unsafe { proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size) };
+    match status {
+        STATUS_OK => Ok(Some(unsafe { take_bytes(data, size) })),
+        STATUS_NOT_FOUND => Ok(None),
+        other => Err(HostError::Status(other)),
+    }
+}
+
+pub fn remove_header(map: MapKind, name: &str) -> HostResult<()> {
+    let status = unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) };
+    match status {
+        STATUS_OK | STATUS_NOT_FOUND => Ok(()),
+        other => Err(HostError::Status(other)),
+    }
+}
+
+pub fn set_header(map: MapKind, name: &str, value: &str) -> HostResult<()> {
+    check(unsafe {
+        proxy_replace_header_map_value(map as u32, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+    })
+}
+
+/// Sends a local reply instead of forwarding (the stream then ends).
+pub fn send_local_reply(status: u16, headers: &[(&str, &str)], body: &str, details: &str) -> HostResult<()> {
+    let pairs: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+    let serialized = header_map::encode(&pairs).ok_or(HostError::TooLarge)?;
+    check(unsafe {
+        proxy_send_local_response(
+            u32::from(status),
+            details.as_ptr(),
+            details.len(),
+            if body.is_empty() { null() } else { body.as_ptr() },
+            body.len(),
+            serialized.as_ptr(),
+            serialized.len(),
+            -1,
+        )
+    })
+}
+
+/// A shared-data value and its CAS token; `None` when the key is absent.
+pub fn shared_get(key: &str) -> HostResult<Option<(Vec<u8>, u32)>> {
+    let mut data = null_mut();
+    let mut size = 0usize;
+    let mut cas = 0u32;
+    let status = unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+    match status {
+        STATUS_OK => Ok(Some((unsafe { take_bytes(data, size) }, cas))),
+        STATUS_NOT_FOUND => Ok(None),
+        other => Err(HostError::Status(other)),
+    }
+}
+
+/// Outcome of a shared-data write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedWrite {
+    Written,
+    /// Another worker wrote first (compare-and-swap lost).
+    CasMismatch,
+}
+
+/// Writes shared data; `cas` 0 writes unconditionally.
+pub fn shared_set(key: &str, value: &[u8], cas: u32) -> HostResult<SharedWrite> {
+    let status = unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) };
+    match status {
+        STATUS_OK => Ok(SharedWrite::Written),
+        STATUS_CAS_MISMATCH => Ok(SharedWrite::CasMismatch),
+        other => Err(HostError::Status(other)),
+    }
+}
+
+pub fn define_metric(kind: MetricKind, name: &str) -> HostResult<u32> {
+    let mut id = 0u32;
+    check(unsafe { proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
+}
+
+pub fn increment_metric(id: u32, offset: i64) -> HostResult<()> {
+    check(unsafe { proxy_increment_metric(id, offset) })
+}
+
+pub fn record_metric(id: u32, value: u64) -> HostResult<()> {
+    check(unsafe { proxy_record_metric(id, value) })
+}
+
+/// Routes the `log` crate to Envoy's log, at the level Envoy runs the wasm component with.
+pub struct HostLogger;
+
+static LOGGER: HostLogger = HostLogger;
+
+impl log::Log for HostLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let level = match record.level() {
+            log::Level::Trace => LogLevel::Trace,
+            log::Level::Debug => LogLevel::Debug,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Error => LogLevel::Error,
+        };
+        log(level, &record.args().to_string());
+    }
+    fn flush(&self) {}
+}
+
+/// Called from `_initialize`, where the host refuses every hostcall: the level is read later,
+/// in `on_configure`.
+pub fn install_logger() {
+    // Already installed on a second call: keep the first.
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(log::LevelFilter::Info);
+}
+
+/// Formatting a message Envoy will drop still costs time, so follow Envoy's level.
+pub fn refresh_log_level() {
+    log::set_max_level(match log_level() {
+        LogLevel::Trace => log::LevelFilter::Trace,
+        LogLevel::Debug => log::LevelFilter::Debug,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Warn => log::LevelFilter::Warn,
+        LogLevel::Error => log::LevelFilter::Error,
+    });
+}
