@@ -8,8 +8,8 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use switchboard_core::config::Config;
 use switchboard_core::upgrade::{
-    self, check_answered_subprotocol, upstream_result, RejectReason, SubprotocolAnswer, SubprotocolPlan, Verdict,
-    VerdictCache,
+    self, check_answered_subprotocol, upstream_result, RejectReason, SubprotocolAnswer,
+    SubprotocolPlan, Verdict, VerdictCache,
 };
 
 use crate::host::{self, MapKind};
@@ -138,13 +138,21 @@ impl Stream {
         let forward = match verdict {
             Verdict::Reject(rejection) => {
                 let upgrade = request.is_websocket_upgrade();
-                let family = if upgrade { Family::Upgrades } else { Family::Requests };
+                let family = if upgrade {
+                    Family::Upgrades
+                } else {
+                    Family::Requests
+                };
                 self.count(family, rejection.reason.label());
                 if let RejectReason::Auth(err) = &rejection.reason {
                     self.count(Family::AuthFailures, err.reason());
                     log::debug!("{}: rejected: auth {}", self.context_id, err.reason());
                 } else {
-                    log::debug!("{}: rejected: {}", self.context_id, rejection.reason.label());
+                    log::debug!(
+                        "{}: rejected: {}",
+                        self.context_id,
+                        rejection.reason.label()
+                    );
                 }
                 let mut reply_headers: Vec<(&str, &str)> = vec![("cache-control", "no-store")];
                 if let Some(challenge) = rejection.www_authenticate {
@@ -201,9 +209,13 @@ impl Stream {
     }
 
     fn handle_response_headers(&mut self) -> Action {
-        let status = host::header(MapKind::ResponseHeaders, ":status").ok().flatten();
+        let status = host::header(MapKind::ResponseHeaders, ":status")
+            .ok()
+            .flatten();
         let status_text = status.as_deref().and_then(|s| std::str::from_utf8(s).ok());
-        let upgrade_header = host::header(MapKind::ResponseHeaders, "upgrade").ok().flatten();
+        let upgrade_header = host::header(MapKind::ResponseHeaders, "upgrade")
+            .ok()
+            .flatten();
         if !upgrade::is_websocket_accept(status_text, upgrade_header.as_deref()) {
             let label = status_text
                 .and_then(|s| s.parse::<u16>().ok())
@@ -218,21 +230,32 @@ impl Stream {
         match check_answered_subprotocol(&self.subprotocols, answered.as_deref()) {
             SubprotocolAnswer::Keep => {}
             SubprotocolAnswer::Strip => {
-                if let Err(err) = host::remove_header(MapKind::ResponseHeaders, "sec-websocket-protocol") {
-                    log::error!("{}: cannot strip the answered subprotocol: {err}", self.context_id);
+                if let Err(err) =
+                    host::remove_header(MapKind::ResponseHeaders, "sec-websocket-protocol")
+                {
+                    log::error!(
+                        "{}: cannot strip the answered subprotocol: {err}",
+                        self.context_id
+                    );
                     self.count(Family::Upgrades, "upstream_protocol");
                     return self.reply(502, &[], "bad gateway\n", "switchboard_subprotocol");
                 }
             }
             SubprotocolAnswer::Reject => {
-                log::debug!("{}: platform answered a subprotocol the client never offered", self.context_id);
+                log::debug!(
+                    "{}: platform answered a subprotocol the client never offered",
+                    self.context_id
+                );
                 self.count(Family::Upgrades, "upstream_protocol");
                 return self.reply(502, &[], "bad gateway\n", "switchboard_subprotocol");
             }
         }
         self.upgraded = true;
         self.count(Family::Upgrades, "accepted");
-        self.shared.metrics.borrow_mut().gauge_add(SESSIONS_ACTIVE, 1);
+        self.shared
+            .metrics
+            .borrow_mut()
+            .gauge_add(SESSIONS_ACTIVE, 1);
         Action::Continue
     }
 }
@@ -241,7 +264,10 @@ impl Context for Stream {
     fn on_done(&mut self) -> bool {
         if self.upgraded {
             self.upgraded = false;
-            self.shared.metrics.borrow_mut().gauge_add(SESSIONS_ACTIVE, -1);
+            self.shared
+                .metrics
+                .borrow_mut()
+                .gauge_add(SESSIONS_ACTIVE, -1);
         }
         true
     }

@@ -76,7 +76,11 @@ extern "C" {
         return_buffer_data: *mut *mut u8,
         return_buffer_size: *mut usize,
     ) -> u32;
-    fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
     fn proxy_get_header_map_value(
         map_type: u32,
         key_data: *const u8,
@@ -116,7 +120,12 @@ extern "C" {
         value_size: usize,
         cas: u32,
     ) -> u32;
-    fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
+    fn proxy_define_metric(
+        metric_type: u32,
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
 }
@@ -177,7 +186,13 @@ pub fn plugin_configuration(size: usize) -> HostResult<Vec<u8>> {
     let mut data = null_mut();
     let mut returned = 0usize;
     let status = unsafe {
-        proxy_get_buffer_bytes(BufferKind::PluginConfiguration as u32, 0, size, &mut data, &mut returned)
+        proxy_get_buffer_bytes(
+            BufferKind::PluginConfiguration as u32,
+            0,
+            size,
+            &mut data,
+            &mut returned,
+        )
     };
     match status {
         STATUS_OK => Ok(unsafe { take_bytes(data, returned) }),
@@ -197,7 +212,9 @@ pub fn header_pairs(map: MapKind) -> HostResult<Vec<(String, Vec<u8>)>> {
 pub fn header(map: MapKind, name: &str) -> HostResult<Option<Vec<u8>>> {
     let mut data = null_mut();
     let mut size = 0usize;
-    let status = unsafe { proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size) };
+    let status = unsafe {
+        proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size)
+    };
     match status {
         STATUS_OK => Ok(Some(unsafe { take_bytes(data, size) })),
         STATUS_NOT_FOUND => Ok(None),
@@ -215,12 +232,23 @@ pub fn remove_header(map: MapKind, name: &str) -> HostResult<()> {
 
 pub fn set_header(map: MapKind, name: &str, value: &str) -> HostResult<()> {
     check(unsafe {
-        proxy_replace_header_map_value(map as u32, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+        proxy_replace_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
     })
 }
 
 /// Sends a local reply instead of forwarding (the stream then ends).
-pub fn send_local_reply(status: u16, headers: &[(&str, &str)], body: &str, details: &str) -> HostResult<()> {
+pub fn send_local_reply(
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &str,
+    details: &str,
+) -> HostResult<()> {
     let pairs: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
     let serialized = header_map::encode(&pairs).ok_or(HostError::TooLarge)?;
     check(unsafe {
@@ -228,7 +256,11 @@ pub fn send_local_reply(status: u16, headers: &[(&str, &str)], body: &str, detai
             u32::from(status),
             details.as_ptr(),
             details.len(),
-            if body.is_empty() { null() } else { body.as_ptr() },
+            if body.is_empty() {
+                null()
+            } else {
+                body.as_ptr()
+            },
             body.len(),
             serialized.as_ptr(),
             serialized.len(),
@@ -242,7 +274,8 @@ pub fn shared_get(key: &str) -> HostResult<Option<(Vec<u8>, u32)>> {
     let mut data = null_mut();
     let mut size = 0usize;
     let mut cas = 0u32;
-    let status = unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+    let status =
+        unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
     match status {
         STATUS_OK => Ok(Some((unsafe { take_bytes(data, size) }, cas))),
         STATUS_NOT_FOUND => Ok(None),
@@ -260,7 +293,8 @@ pub enum SharedWrite {
 
 /// Writes shared data; `cas` 0 writes unconditionally.
 pub fn shared_set(key: &str, value: &[u8], cas: u32) -> HostResult<SharedWrite> {
-    let status = unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) };
+    let status =
+        unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) };
     match status {
         STATUS_OK => Ok(SharedWrite::Written),
         STATUS_CAS_MISMATCH => Ok(SharedWrite::CasMismatch),

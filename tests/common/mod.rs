@@ -24,7 +24,10 @@ pub fn envoy_bin() -> PathBuf {
     env_path("SWITCHBOARD_ENVOY", ".venv/bin/envoy")
 }
 pub fn wasm_path() -> PathBuf {
-    env_path("SWITCHBOARD_WASM", "target/wasm32-wasip1/release/switchboard.wasm")
+    env_path(
+        "SWITCHBOARD_WASM",
+        "target/wasm32-wasip1/release/switchboard.wasm",
+    )
 }
 pub fn sbctl_bin() -> PathBuf {
     env_path("SWITCHBOARD_SBCTL", "target/release/sbctl")
@@ -58,7 +61,9 @@ impl Platform {
         let stdout = child.stdout.take().unwrap();
         let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        reader.read_line(&mut line).expect("mock-platform ready line");
+        reader
+            .read_line(&mut line)
+            .expect("mock-platform ready line");
         let port = line
             .trim()
             .rsplit(':')
@@ -153,6 +158,7 @@ static_resources:
               typed_config:
                 "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
                 stat_prefix: gateway
+                max_request_headers_kb: 96
                 upgrade_configs:
                   - upgrade_type: websocket
                 route_config:
@@ -208,7 +214,8 @@ static_resources:
 impl Envoy {
     /// Starts Envoy and waits until `/ready` answers LIVE (at most 60 s).
     pub fn start(spec: &GatewaySpec<'_>) -> Envoy {
-        Self::try_start(spec).unwrap_or_else(|(log, why)| panic!("envoy did not start: {why}\n{log}"))
+        Self::try_start(spec)
+            .unwrap_or_else(|(log, why)| panic!("envoy did not start: {why}\n{log}"))
     }
 
     /// Starts Envoy; on failure returns its log and the reason (for bad-config tests).
@@ -217,7 +224,8 @@ impl Envoy {
         let config = dir.path().join("envoy.yaml");
         std::fs::write(&config, gateway_yaml(spec, &wasm_path())).unwrap();
         let admin_path = dir.path().join("admin.txt");
-        let base_id = (std::process::id() % 20_000) * 100 + INSTANCE.fetch_add(1, Ordering::SeqCst) % 100;
+        let base_id =
+            (std::process::id() % 20_000) * 100 + INSTANCE.fetch_add(1, Ordering::SeqCst) % 100;
         let mut child = Command::new(envoy_bin())
             .arg("-c")
             .arg(&config)
@@ -240,7 +248,9 @@ impl Envoy {
                 // Bounded: keep the last ~4 MiB.
                 if log.len() > 4 << 20 {
                     let cut = log.len() - (2 << 20);
-                    let cut = (cut..log.len()).find(|i| log.is_char_boundary(*i)).unwrap_or(0);
+                    let cut = (cut..log.len())
+                        .find(|i| log.is_char_boundary(*i))
+                        .unwrap_or(0);
                     log.replace_range(..cut, "");
                 }
                 log.push_str(&line);
@@ -251,13 +261,21 @@ impl Envoy {
         let deadline = Instant::now() + Duration::from_secs(60);
         let admin_port = loop {
             if let Ok(text) = std::fs::read_to_string(&admin_path) {
-                if let Some(port) = text.trim().rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) {
+                if let Some(port) = text
+                    .trim()
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse::<u16>().ok())
+                {
                     break port;
                 }
             }
             if let Ok(Some(status)) = process.0.try_wait() {
                 std::thread::sleep(Duration::from_millis(200));
-                return Err((log.lock().unwrap().clone(), format!("envoy exited: {status}")));
+                return Err((
+                    log.lock().unwrap().clone(),
+                    format!("envoy exited: {status}"),
+                ));
             }
             if Instant::now() > deadline {
                 return Err((log.lock().unwrap().clone(), "no admin address".into()));
@@ -274,7 +292,10 @@ impl Envoy {
             }
             if let Ok(Some(status)) = process.0.try_wait() {
                 std::thread::sleep(Duration::from_millis(200));
-                return Err((log.lock().unwrap().clone(), format!("envoy exited: {status}")));
+                return Err((
+                    log.lock().unwrap().clone(),
+                    format!("envoy exited: {status}"),
+                ));
             }
             if Instant::now() > deadline {
                 return Err((log.lock().unwrap().clone(), "not ready within 60s".into()));
@@ -303,7 +324,11 @@ impl Envoy {
     }
 
     pub async fn prometheus(&self) -> String {
-        http_get(&format!("http://127.0.0.1:{}/stats/prometheus", self.admin_port)).await
+        http_get(&format!(
+            "http://127.0.0.1:{}/stats/prometheus",
+            self.admin_port
+        ))
+        .await
     }
 
     /// A counter or gauge from `/stats` by its full name (0 when absent).
@@ -315,8 +340,16 @@ impl Envoy {
     /// No wasm VM failure or panic shows in the log.
     pub fn assert_no_vm_failure(&self) {
         let log = self.log_text();
-        for needle in ["panicked", "wasm trap", "Function: proxy_on", "failed to", "VM is broken"] {
-            let hit = log.lines().find(|l| l.contains(needle) && (l.contains("wasm") || l.contains("panic")));
+        for needle in [
+            "panicked",
+            "wasm trap",
+            "Function: proxy_on",
+            "failed to",
+            "VM is broken",
+        ] {
+            let hit = log
+                .lines()
+                .find(|l| l.contains(needle) && (l.contains("wasm") || l.contains("panic")));
             assert!(hit.is_none(), "wasm failure in envoy log: {hit:?}");
         }
     }
@@ -327,7 +360,9 @@ pub fn stat_value(stats: &str, name: &str) -> i64 {
         .lines()
         .find_map(|line| {
             let (key, value) = line.split_once(": ")?;
-            (key == name).then(|| value.trim().parse::<i64>().ok()).flatten()
+            (key == name)
+                .then(|| value.trim().parse::<i64>().ok())
+                .flatten()
         })
         .unwrap_or(0)
 }
@@ -342,14 +377,134 @@ fn listener_port(json: &str) -> Option<u16> {
         .filter(|p| *p != 0)
 }
 
-/// Minimal blocking HTTP/1.0 GET for readiness polling (no runtime needed).
+/// Minimal blocking HTTP/1.1 GET (`Connection: close`) for readiness polling, no runtime needed.
 pub fn blocking_get(port: u16, path: &str) -> Option<String> {
     use std::io::Write;
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.0 200").then(|| body.to_string()).or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_string()))
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Some(body.to_string());
+    }
+    let mut rest = body;
+    let mut out = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(after.get(..size)?);
+        rest = after.get(size + 2..)?;
+    }
+}
+
+pub mod ws {
+    //! WebSocket client helpers over tokio-tungstenite.
+    use std::time::Duration;
+
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::net::TcpStream;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+    use tokio_tungstenite::tungstenite::{Error, Message};
+    use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+    pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+    /// Connects with extra request headers; bounded by 15 s.
+    pub async fn connect(url: &str, headers: &[(&str, &str)]) -> Result<Socket, Error> {
+        let mut request = url.into_client_request()?;
+        for (name, value) in headers {
+            request.headers_mut().append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        match tokio::time::timeout(
+            Duration::from_secs(15),
+            tokio_tungstenite::connect_async(request),
+        )
+        .await
+        {
+            Ok(result) => result.map(|(socket, _)| socket),
+            Err(_) => Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connect timed out",
+            ))),
+        }
+    }
+
+    /// The HTTP status of a refused handshake (panics if it was accepted).
+    pub async fn refused_status(
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Vec<(String, String)>, String) {
+        match connect(url, headers).await {
+            Ok(_) => panic!("handshake to {url} was accepted"),
+            Err(Error::Http(response)) => {
+                let status = response.status().as_u16();
+                let headers = response
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
+                    .collect();
+                let body = response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).to_string())
+                    .unwrap_or_default();
+                (status, headers, body)
+            }
+            Err(other) => panic!("handshake to {url} failed without a status: {other}"),
+        }
+    }
+
+    /// Sends `text` and waits (≤ 10 s) for the identical echo, skipping unsolicited events.
+    pub async fn echo(socket: &mut Socket, text: &str) {
+        socket.send(Message::text(text)).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let next = tokio::time::timeout_at(deadline, socket.next())
+                .await
+                .expect("echo within 10 s")
+                .expect("stream open")
+                .expect("frame");
+            if let Message::Text(t) = next {
+                if t.as_str() == text {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The next text message that parses as JSON (≤ 10 s).
+    pub async fn next_json(socket: &mut Socket) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let next = tokio::time::timeout_at(deadline, socket.next())
+                .await
+                .expect("message within 10 s")
+                .expect("stream open")
+                .expect("frame");
+            if let Message::Text(t) = next {
+                if let Ok(value) = serde_json::from_str(t.as_str()) {
+                    return value;
+                }
+            }
+        }
+    }
 }

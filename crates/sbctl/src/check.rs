@@ -1,14 +1,481 @@
-//! Placeholder for `sbctl check-config`: the validator lives in `switchboard-core`, whose API is
-//! not settled yet, so this reports itself unavailable instead of guessing at it.
+//! `sbctl check-config`: validates Switchboard filter configurations with the validator the
+//! filter itself runs (`switchboard_core::config::Config::from_json`).
+//!
+//! The file is either the filter's JSON configuration, or an Envoy bootstrap (YAML, or JSON)
+//! holding one or more Wasm HTTP filters whose `config.configuration` is a
+//! `google.protobuf.StringValue`; every such filter is found by walking the whole document, so
+//! listeners, ECDS resources and anything else that embeds a filter are covered alike.
 
+use std::fs::File;
+use std::io::{self, Read as _, Write as _};
 use std::path::Path;
 
-/// Exit code meaning "the check could not be performed" (distinct from 1, "config invalid").
-const EXIT_UNAVAILABLE: i32 = 2;
+use serde_json::{Map, Value};
+use switchboard_core::config::Config;
 
-/// Checks the filter configuration at `path`; `print` asks for the validated config on stdout.
+/// `@type` of the Envoy Wasm HTTP filter's typed config.
+pub const WASM_FILTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+/// `@type` of the only `configuration` wrapper read: the filter receives its `value` verbatim.
+pub const STRING_VALUE_TYPE: &str = "type.googleapis.com/google.protobuf.StringValue";
+/// Every configuration is valid.
+pub const EXIT_VALID: i32 = 0;
+/// At least one configuration is invalid, or the file holds none.
+pub const EXIT_INVALID: i32 = 1;
+/// The file could not be read, so nothing was checked.
+pub const EXIT_UNREADABLE: i32 = 2;
+/// Largest file read; an Envoy bootstrap is kilobytes.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// One filter configuration found in a file, before validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundConfig {
+    /// How error lines name the filter: its `config.name` (or `wasm filter #N` when unnamed);
+    /// `None` when the file is the filter JSON itself.
+    pub filter: Option<String>,
+    /// The configuration JSON, or why none could be taken from the filter.
+    pub json: Result<String, String>,
+}
+
+/// Why a file yielded no configuration to validate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FindError {
+    /// Neither JSON nor YAML.
+    #[error("not JSON, and not YAML either: {0}")]
+    Syntax(String),
+    /// A well-formed Envoy configuration without a Wasm HTTP filter.
+    #[error("no Switchboard filter: nothing has \"@type\": {WASM_FILTER_TYPE}")]
+    NoFilter,
+}
+
+/// What validation said about one configuration.
+#[derive(Debug)]
+pub enum Verdict {
+    Valid(Box<Config>),
+    /// One line per problem, `path: message`.
+    Invalid(Vec<String>),
+}
+
+/// One configuration and its verdict.
+#[derive(Debug)]
+pub struct Checked {
+    pub filter: Option<String>,
+    pub verdict: Verdict,
+}
+
+impl Checked {
+    /// `ok: <summary>` when valid, else one line per error, prefixed with the filter name when
+    /// the configuration came from an Envoy file.
+    pub fn lines(&self) -> Vec<String> {
+        match &self.verdict {
+            Verdict::Valid(config) => vec![format!("ok: {}", config.summary())],
+            Verdict::Invalid(errors) => errors
+                .iter()
+                .map(|error| match &self.filter {
+                    Some(filter) => format!("{filter}: {error}"),
+                    None => error.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn is_valid(&self) -> bool {
+        matches!(self.verdict, Verdict::Valid(_))
+    }
+}
+
+/// Checks the configuration file at `path`, printing one line per filter (or per error) on
+/// stdout; `print` adds the effective configuration of each valid filter.
+/// Returns the exit code: [`EXIT_VALID`], [`EXIT_INVALID`] or [`EXIT_UNREADABLE`].
 pub fn run(path: &Path, print: bool) -> anyhow::Result<i32> {
-    let _ = (path, print);
-    println!("check-config: not available");
-    Ok(EXIT_UNAVAILABLE)
+    let bytes = match read_bounded(path) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            println!("cannot read {}: {error}", path.display());
+            return Ok(EXIT_UNREADABLE);
+        }
+    };
+    let checked = match check_bytes(&bytes) {
+        Ok(checked) => checked,
+        Err(error) => {
+            println!("{error}");
+            return Ok(EXIT_INVALID);
+        }
+    };
+    let mut stdout = io::stdout().lock();
+    for one in &checked {
+        for line in one.lines() {
+            writeln!(stdout, "{line}")?;
+        }
+        if let (true, Verdict::Valid(config)) = (print, &one.verdict) {
+            // Flushed first so the two writers cannot interleave.
+            stdout.flush()?;
+            print_effective(config);
+        }
+    }
+    stdout.flush()?;
+    Ok(if checked.iter().all(Checked::is_valid) {
+        EXIT_VALID
+    } else {
+        EXIT_INVALID
+    })
+}
+
+/// Finds every configuration in `bytes` and validates each, in document order.
+pub fn check_bytes(bytes: &[u8]) -> Result<Vec<Checked>, FindError> {
+    Ok(find_configs(bytes)?
+        .into_iter()
+        .map(|found| {
+            let verdict = match found.json {
+                Err(problem) => Verdict::Invalid(vec![problem]),
+                Ok(json) => match Config::from_json(json.as_bytes()) {
+                    Ok(config) => Verdict::Valid(Box::new(config)),
+                    Err(errors) => {
+                        Verdict::Invalid(errors.iter().map(ToString::to_string).collect())
+                    }
+                },
+            };
+            Checked {
+                filter: found.filter,
+                verdict,
+            }
+        })
+        .collect())
+}
+
+/// Prints the effective configuration of a valid filter, indented under its `ok:` line: every
+/// default resolved, no key material.
+pub fn print_effective(config: &Config) {
+    let mut stdout = io::stdout().lock();
+    for line in effective_lines(config) {
+        // A closed stdout (`| head`) is not worth an error here; `run` reports it on its flush.
+        let _ = writeln!(stdout, "  {line}");
+    }
+}
+
+/// The lines [`print_effective`] prints, without indentation.
+pub fn effective_lines(config: &Config) -> Vec<String> {
+    let identity = &config.identity;
+    let sources: Vec<&str> = identity
+        .sources
+        .iter()
+        .map(|source| source.as_str())
+        .collect();
+    let subprotocols = if config.platform.subprotocols.is_empty() {
+        "(none)".to_owned()
+    } else {
+        config.platform.subprotocols.join(", ")
+    };
+    vec![
+        format!("profile: {}", config.profile.as_str()),
+        format!("early_data: {}", config.early_data.as_str()),
+        format!(
+            "origin: {}",
+            match &config.origin {
+                Some(policy) => format!("{} allowed", policy.allowed_count()),
+                None => "any".to_owned(),
+            }
+        ),
+        format!("identity.sources: {}", sources.join(", ")),
+        format!("identity.query_param: {}", identity.query_param),
+        format!(
+            "identity.subprotocol_prefix: {}",
+            identity.subprotocol_prefix
+        ),
+        format!("identity.keys: {}", identity.key_count),
+        format!("identity.leeway: {}s", identity.leeway_secs),
+        format!("identity.cache_slots: {}", identity.cache_slots),
+        format!(
+            "identity.require_for_all_requests: {}",
+            identity.require_for_all_requests
+        ),
+        format!("routing.header: {}", config.routing_header),
+        format!("platform.agent_header: {}", config.platform.agent_header),
+        format!("platform.tenant_header: {}", config.platform.tenant_header),
+        format!("platform.region_header: {}", config.platform.region_header),
+        format!("platform.subprotocols: {subprotocols}"),
+    ]
+}
+
+/// Tells the filter JSON from an Envoy file and extracts every filter configuration.
+///
+/// JSON is tried first: a JSON document with Wasm filters in it is an Envoy bootstrap, any
+/// other JSON document is the filter configuration. Otherwise the file is read as YAML. Text
+/// that is neither but starts like a JSON object is handed to the filter's own parser, whose
+/// error says what is wrong with it.
+pub fn find_configs(bytes: &[u8]) -> Result<Vec<FoundConfig>, FindError> {
+    let as_filter_json = || {
+        vec![FoundConfig {
+            filter: None,
+            json: Ok(String::from_utf8_lossy(bytes).into_owned()),
+        }]
+    };
+    if let Ok(document) = serde_json::from_slice::<Value>(bytes) {
+        let filters = wasm_filters(&document);
+        return Ok(if filters.is_empty() {
+            as_filter_json()
+        } else {
+            filters
+        });
+    }
+    let looks_like_json = bytes
+        .iter()
+        .find(|byte| !byte.is_ascii_whitespace())
+        .is_none_or(|first| *first == b'{');
+    let yaml = serde_norway::from_slice::<serde_norway::Value>(bytes)
+        .map_err(|error| error.to_string())
+        .and_then(|document| serde_json::to_value(document).map_err(|error| error.to_string()));
+    match yaml {
+        Ok(document) => {
+            let filters = wasm_filters(&document);
+            if !filters.is_empty() {
+                Ok(filters)
+            } else if looks_like_json {
+                Ok(as_filter_json())
+            } else {
+                Err(FindError::NoFilter)
+            }
+        }
+        Err(_) if looks_like_json => Ok(as_filter_json()),
+        // One line, like every other problem reported.
+        Err(error) => Err(FindError::Syntax(error.replace('\n', " "))),
+    }
+}
+
+/// Every Wasm HTTP filter typed config in `document`, in document order.
+fn wasm_filters(document: &Value) -> Vec<FoundConfig> {
+    let mut typed_configs = Vec::new();
+    collect_wasm_typed_configs(document, &mut typed_configs);
+    typed_configs
+        .into_iter()
+        .enumerate()
+        .map(|(index, typed_config)| {
+            let config = typed_config.get("config");
+            let filter = config
+                .and_then(|config| config.get("name"))
+                .and_then(Value::as_str)
+                .filter(|name| !name.is_empty())
+                .map_or_else(|| format!("wasm filter #{}", index + 1), str::to_owned);
+            let json = match config.and_then(|config| config.get("configuration")) {
+                // Envoy hands the filter an empty configuration; the validator says what it lacks.
+                None => Ok(String::new()),
+                Some(configuration) => string_value(configuration).map(str::to_owned).ok_or_else(|| {
+                    format!("config.configuration: must be {{\"@type\": {STRING_VALUE_TYPE}, \"value\": \"<JSON>\"}}")
+                }),
+            };
+            FoundConfig {
+                filter: Some(filter),
+                json,
+            }
+        })
+        .collect()
+}
+
+fn collect_wasm_typed_configs<'a>(value: &'a Value, found: &mut Vec<&'a Map<String, Value>>) {
+    match value {
+        Value::Object(map) => {
+            if map.get("@type").and_then(Value::as_str) == Some(WASM_FILTER_TYPE) {
+                found.push(map);
+                return;
+            }
+            for child in map.values() {
+                collect_wasm_typed_configs(child, found);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                collect_wasm_typed_configs(item, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn string_value(configuration: &Value) -> Option<&str> {
+    if configuration.get("@type").and_then(Value::as_str) != Some(STRING_VALUE_TYPE) {
+        return None;
+    }
+    configuration.get("value").and_then(Value::as_str)
+}
+
+fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_FILE_BYTES {
+        return Err(io::Error::other(format!(
+            "larger than {MAX_FILE_BYTES} bytes"
+        )));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test should fail loudly on an unexpected error"
+)]
+mod tests {
+    use super::*;
+
+    /// base64 of 32 bytes: an HS256 secret the validator accepts.
+    const SECRET: &str = "c3dpdGNoYm9hcmQtY2hlY2stY29uZmlnLXRlc3QtMzI=";
+
+    fn filter_json(alg: &str) -> String {
+        format!(
+            r#"{{"profile": "genesys", "identity": {{"keys": [{{"kid": "hs-1", "alg": "{alg}", "secret": "{SECRET}"}}]}}}}"#
+        )
+    }
+
+    /// An Envoy listener with one Wasm filter per `(name, configuration JSON)`, the JSON as a
+    /// block scalar the way envoy/switchboard.yaml carries it.
+    fn envoy_yaml(filters: &[(&str, &str)]) -> String {
+        let mut yaml = String::from(
+            "static_resources:\n  listeners:\n    - name: gateway\n      filter_chains:\n        - filters:\n            - name: envoy.filters.network.http_connection_manager\n              typed_config:\n                http_filters:\n",
+        );
+        for (name, json) in filters {
+            yaml.push_str(&format!(
+                "                  - name: envoy.filters.http.wasm\n                    typed_config:\n                      \"@type\": {WASM_FILTER_TYPE}\n                      config:\n                        name: {name}\n                        configuration:\n                          \"@type\": {STRING_VALUE_TYPE}\n                          value: |\n                            {json}\n"
+            ));
+        }
+        yaml.push_str("                  - name: envoy.filters.http.router\n");
+        yaml
+    }
+
+    fn lines_of(bytes: &[u8]) -> Vec<String> {
+        check_bytes(bytes)
+            .unwrap()
+            .iter()
+            .flat_map(Checked::lines)
+            .collect()
+    }
+
+    #[test]
+    fn yaml_with_two_filters_reports_each_in_order() {
+        let yaml = envoy_yaml(&[
+            ("switchboard", &filter_json("RS257")),
+            ("second", &filter_json("HS256")),
+        ]);
+        let found = find_configs(yaml.as_bytes()).unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].filter.as_deref(), Some("switchboard"));
+        assert_eq!(found[1].filter.as_deref(), Some("second"));
+        assert_eq!(
+            found[1].json.as_deref().map(str::trim),
+            Ok(filter_json("HS256").as_str())
+        );
+
+        let checked = check_bytes(yaml.as_bytes()).unwrap();
+        assert!(!checked[0].is_valid());
+        assert!(checked[1].is_valid());
+        let lines = lines_of(yaml.as_bytes());
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(
+            lines[0].starts_with(r#"switchboard: identity.keys[0].alg: "RS257" is not one of"#),
+            "{lines:#?}"
+        );
+        assert!(lines[1].starts_with("ok: profile=genesys "), "{lines:#?}");
+        assert!(lines[1].contains(" keys=1 "), "{lines:#?}");
+    }
+
+    #[test]
+    fn yaml_without_the_filter_is_one_error() {
+        let yaml =
+            "admin:\n  address:\n    socket_address: { address: 127.0.0.1, port_value: 9901 }\n";
+        assert_eq!(find_configs(yaml.as_bytes()), Err(FindError::NoFilter));
+        assert_eq!(
+            check_bytes(yaml.as_bytes()).unwrap_err().to_string(),
+            format!("no Switchboard filter: nothing has \"@type\": {WASM_FILTER_TYPE}")
+        );
+    }
+
+    #[test]
+    fn filter_json_is_checked_directly() {
+        let json = filter_json("HS256");
+        let found = find_configs(json.as_bytes()).unwrap();
+        assert_eq!(
+            found,
+            vec![FoundConfig {
+                filter: None,
+                json: Ok(json.clone())
+            }]
+        );
+        let lines = lines_of(json.as_bytes());
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].starts_with("ok: profile=genesys early_data=reject_upgrades "));
+
+        // Errors carry no filter prefix, and every one is reported.
+        let bad = r#"{"profile": "avaya", "early_data": "sometimes", "identity": {"keys": []}}"#;
+        let lines = lines_of(bad.as_bytes());
+        assert!(lines.len() >= 3, "{lines:#?}");
+        assert!(lines[0].starts_with("profile: \"avaya\""), "{lines:#?}");
+        assert!(
+            lines[1].starts_with("early_data: \"sometimes\""),
+            "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn broken_json_gets_the_validators_error() {
+        let lines = lines_of(br#"{"identity": {"keys": ["#);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines, vec!["identity.keys: EOF while parsing a list"]);
+        let lines = lines_of(b"  \n");
+        assert_eq!(
+            lines,
+            vec!["configuration: is empty (identity.keys or identity.jwks is required)"]
+        );
+    }
+
+    #[test]
+    fn envoy_json_bootstrap_is_walked_too() {
+        let bootstrap = serde_json::json!({
+            "static_resources": { "listeners": [ { "filter_chains": [ { "filters": [ {
+                "typed_config": { "http_filters": [ { "typed_config": {
+                    "@type": WASM_FILTER_TYPE,
+                    "config": { "configuration": { "@type": STRING_VALUE_TYPE, "value": filter_json("HS256") } }
+                } } ] }
+            } ] } ] } ] }
+        });
+        let lines = lines_of(&serde_json::to_vec(&bootstrap).unwrap());
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].starts_with("ok: "), "{lines:#?}");
+    }
+
+    #[test]
+    fn unreadable_configurations_are_named() {
+        let yaml = format!(
+            "filters:\n  - typed_config:\n      \"@type\": {WASM_FILTER_TYPE}\n      config:\n        configuration:\n          \"@type\": type.googleapis.com/google.protobuf.BytesValue\n          value: e30=\n  - typed_config:\n      \"@type\": {WASM_FILTER_TYPE}\n      config:\n        name: bare\n"
+        );
+        let lines = lines_of(yaml.as_bytes());
+        assert_eq!(
+            lines,
+            vec![
+                format!("wasm filter #1: config.configuration: must be {{\"@type\": {STRING_VALUE_TYPE}, \"value\": \"<JSON>\"}}"),
+                "bare: configuration: is empty (identity.keys or identity.jwks is required)"
+                    .to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn neither_json_nor_yaml_is_a_syntax_error() {
+        let error = find_configs(b"key: [unclosed\n").unwrap_err();
+        assert!(matches!(error, FindError::Syntax(_)), "{error:?}");
+        assert!(error
+            .to_string()
+            .starts_with("not JSON, and not YAML either: "));
+    }
+
+    #[test]
+    fn effective_lines_resolve_defaults() {
+        let config = Config::from_json(filter_json("HS256").as_bytes()).unwrap();
+        let lines = effective_lines(&config);
+        assert!(lines.contains(&"profile: genesys".to_owned()), "{lines:#?}");
+        assert!(lines.contains(&"identity.keys: 1".to_owned()));
+        assert!(lines.contains(&"routing.header: x-agent-routing-key".to_owned()));
+        assert!(lines.iter().all(|line| !line.contains(SECRET)));
+    }
 }

@@ -2,6 +2,9 @@
 //! tokens and run the mock platform in-process instead of shelling out to the `sbctl` binary.
 
 pub mod check;
+#[cfg(unix)]
+pub mod demo;
 pub mod keygen;
 pub mod mint;
 pub mod mock;
+pub mod render;

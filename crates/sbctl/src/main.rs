@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use sbctl::keygen::{self, KeyFile, KeyKinds};
 use sbctl::mint::{self, Alg, MintSpec, SigningKey};
 use sbctl::mock::{self, EnvelopeMode, MockConfig, MockPlatform, Secret, TokenFault};
+use sbctl::render::{self, RenderOptions};
 
 #[derive(Debug, Parser)]
 #[command(name = "sbctl", version, about = "Switchboard developer tooling")]
@@ -27,8 +28,14 @@ enum Command {
     MintToken(MintArgs),
     /// Run a mock CCaaS platform (WebSocket + OAuth token endpoint) until SIGINT/SIGTERM.
     MockPlatform(MockArgs),
-    /// Validate a Switchboard filter configuration.
+    /// Validate Switchboard filter configurations: the filter JSON, or every Switchboard
+    /// filter in an Envoy YAML.
     CheckConfig(CheckArgs),
+    /// Render an Envoy YAML template: development key, wasm path and ports.
+    RenderConfig(RenderArgs),
+    /// Run the demo stack (mock platform and Envoy with the filter) until SIGINT/SIGTERM.
+    #[cfg(unix)]
+    Demo(DemoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -136,11 +143,68 @@ struct MockArgs {
 
 #[derive(Debug, Args)]
 struct CheckArgs {
-    /// Filter configuration file.
+    /// The filter's JSON configuration, or an Envoy YAML with Switchboard filters.
     path: PathBuf,
-    /// Print the validated configuration.
+    /// Also print the effective configuration of each valid filter.
     #[arg(long)]
     print: bool,
+}
+
+#[derive(Debug, Args)]
+struct RenderArgs {
+    /// Envoy YAML template (e.g. envoy/switchboard.yaml).
+    #[arg(long)]
+    template: PathBuf,
+    /// Development keys directory; keys are generated there if absent.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Where to write the rendered YAML.
+    #[arg(long)]
+    out: PathBuf,
+    /// Wasm module to load instead of the template's (written as an absolute path).
+    #[arg(long)]
+    wasm: Option<PathBuf>,
+    /// Gateway listener port (replaces `port_value: 10000`).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    listen_port: Option<u16>,
+    /// Envoy admin port (replaces `port_value: 9901`).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    admin_port: Option<u16>,
+    /// Platform port (replaces `port_value: 9001`).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    platform_port: Option<u16>,
+}
+
+#[cfg(unix)]
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Envoy binary.
+    #[arg(long, default_value = ".venv/bin/envoy")]
+    envoy: PathBuf,
+    /// The filter's wasm module.
+    #[arg(long, default_value = sbctl::render::TEMPLATE_WASM_PATH)]
+    wasm: PathBuf,
+    /// Envoy YAML template.
+    #[arg(long, default_value = "envoy/switchboard.yaml")]
+    template: PathBuf,
+    /// Directory for keys, the rendered switchboard.yaml and envoy.log.
+    #[arg(long, default_value = ".dev")]
+    dir: PathBuf,
+    /// Gateway (WebSocket) port on 127.0.0.1.
+    #[arg(long, default_value_t = sbctl::render::TEMPLATE_GATEWAY_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+    gateway_port: u16,
+    /// Envoy admin port on 127.0.0.1.
+    #[arg(long, default_value_t = sbctl::render::TEMPLATE_ADMIN_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+    admin_port: u16,
+    /// Mock platform port on 127.0.0.1.
+    #[arg(long, default_value_t = sbctl::render::TEMPLATE_PLATFORM_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+    platform_port: u16,
+    /// Mock platform events per second per session (0: echo only).
+    #[arg(long, default_value_t = 1.0)]
+    event_rate: f64,
+    /// Envoy --base-id; two Envoys on one machine need different ones.
+    #[arg(long, default_value_t = sbctl::demo::DEFAULT_BASE_ID)]
+    base_id: u32,
 }
 
 fn main() -> ExitCode {
@@ -150,6 +214,9 @@ fn main() -> ExitCode {
         Command::MintToken(args) => run_mint(&args).map(|()| 0),
         Command::MockPlatform(args) => run_mock(args).map(|()| 0),
         Command::CheckConfig(args) => sbctl::check::run(&args.path, args.print),
+        Command::RenderConfig(args) => run_render(&args).map(|()| 0),
+        #[cfg(unix)]
+        Command::Demo(args) => run_demo(args),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
@@ -171,6 +238,46 @@ fn run_keygen(args: &KeygenArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn run_render(args: &RenderArgs) -> anyhow::Result<()> {
+    for file in render::ensure_dev_keys(&args.dir)? {
+        if let KeyFile::Written(path) = file {
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    let template = render::read_template(&args.template)?;
+    let options = RenderOptions {
+        wasm: args.wasm.clone(),
+        listen_port: args.listen_port,
+        admin_port: args.admin_port,
+        platform_port: args.platform_port,
+    };
+    let rendered = render::render(&template, &args.dir, &options)
+        .with_context(|| format!("rendering {}", args.template.display()))?;
+    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(&args.out, rendered)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+#[cfg(unix)]
+fn run_demo(args: DemoArgs) -> anyhow::Result<i32> {
+    sbctl::demo::run(&sbctl::demo::DemoOptions {
+        envoy: args.envoy,
+        wasm: args.wasm,
+        template: args.template,
+        dir: args.dir,
+        gateway_port: args.gateway_port,
+        admin_port: args.admin_port,
+        platform_port: args.platform_port,
+        event_rate: args.event_rate,
+        base_id: args.base_id,
+    })
 }
 
 fn run_mint(args: &MintArgs) -> anyhow::Result<()> {

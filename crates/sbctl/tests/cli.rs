@@ -1,5 +1,5 @@
 //! The `sbctl` binary as a user runs it: keygen, mint-token, the mock platform's ready line and
-//! signal handling, and the check-config placeholder.
+//! signal handling (check-config has tests/check_config.rs).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -182,17 +182,6 @@ fn mint_token_errors_exit_nonzero() {
     assert_eq!(output.status.code(), Some(1));
     assert!(output.stdout.is_empty());
     assert!(String::from_utf8_lossy(&output.stderr).contains("missing.pem"));
-}
-
-#[test]
-fn check_config_placeholder_exits_2() {
-    let work = tempfile::tempdir().unwrap();
-    let output = sbctl(&["check-config", "filter.yaml"], work.path());
-    assert_eq!(output.status.code(), Some(2));
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
-        "check-config: not available"
-    );
 }
 
 /// Kills the child (by its own pid) if a test fails before it exits.

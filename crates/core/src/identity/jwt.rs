@@ -1020,6 +1020,8 @@ mod tests {
         ];
         let reasons: Vec<&str> = all.iter().map(AuthError::reason).collect();
         assert_eq!(reasons, AuthError::REASONS);
+        let distinct: HashSet<&str> = reasons.iter().copied().collect();
+        assert_eq!(distinct.len(), reasons.len());
         assert_eq!(AuthError::InvalidClaim.to_string(), "invalid_claim");
     }
 

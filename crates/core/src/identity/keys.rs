@@ -125,7 +125,8 @@ impl std::fmt::Debug for Redacted {
 enum KeyMaterial {
     Hs256(HS256Key),
     Rs256 {
-        key: RS256PublicKey,
+        /// Boxed: the RSA key is several times larger than the other variants.
+        key: Box<RS256PublicKey>,
         /// Byte length of the modulus, which is the length of every valid signature.
         modulus_len: usize,
     },
@@ -463,7 +464,10 @@ fn public_key_from_bytes(alg: Alg, bytes: &[u8]) -> Result<KeyMaterial, jwt_simp
 
 fn rsa_material(key: RS256PublicKey) -> Result<KeyMaterial, jwt_simple::Error> {
     let modulus_len = key.to_components().n.len();
-    Ok(KeyMaterial::Rs256 { key, modulus_len })
+    Ok(KeyMaterial::Rs256 {
+        key: Box::new(key),
+        modulus_len,
+    })
 }
 
 /// Base64 as operators paste it: standard or URL-safe alphabet, padded or not, line breaks
