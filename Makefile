@@ -18,7 +18,7 @@ YAMLS := $(wildcard envoy/*.yaml examples/*.yaml)
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: setup targets envoy wasm-bindgen build run lint fmt-check clippy test test-unit test-wasm \
-	test-integration validate clean
+	test-integration validate bench-handshake clean
 
 setup: targets envoy
 
@@ -38,8 +38,8 @@ envoy: $(ENVOY)
 wasm-bindgen: Cargo.lock
 	@if [ "$$($(WASM_TEST_RUNNER) --version 2>/dev/null | awk '{print $$2}')" != "$(WASM_BINDGEN_VERSION)" ]; then \
 		echo "installing wasm-bindgen-cli $(WASM_BINDGEN_VERSION)"; \
-		cargo install --quiet --root $(TOOLS) wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --locked \
-		|| cargo install --quiet --root $(TOOLS) wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); \
+		cargo install --quiet --root $(TOOLS) wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) \
+		|| cargo install --quiet --root $(TOOLS) wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --locked; \
 	fi
 
 build: targets
@@ -65,15 +65,25 @@ test-wasm: targets wasm-bindgen
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(abspath $(WASM_TEST_RUNNER)) \
 		cargo test -p switchboard-core --target wasm32-unknown-unknown
 
+# Shipped YAMLs carry a placeholder for the development key: render each, then let Envoy (which
+# also runs the filter's configuration check) validate it.
 validate: build envoy
+	@mkdir -p .dev/validate
 	@for f in $(YAMLS); do \
-		$(ENVOY) --mode validate -c $$f --log-level error >/dev/null || { echo "invalid: $$f"; exit 1; }; \
+		out=.dev/validate/$$(basename $$f); \
+		$(SBCTL) render-config --template $$f --dir .dev --out $$out >/dev/null || exit 1; \
+		$(SBCTL) check-config $$out >/dev/null || { $(SBCTL) check-config $$out; exit 1; }; \
+		$(ENVOY) --mode validate -c $$out --log-level error >/dev/null || { echo "invalid: $$f"; exit 1; }; \
 		echo "valid: $$f"; \
 	done
 
 test-integration: build envoy
 	SWITCHBOARD_ENVOY=$(abspath $(ENVOY)) SWITCHBOARD_WASM=$(abspath $(WASM)) SWITCHBOARD_SBCTL=$(abspath $(SBCTL)) \
 		cargo test --release -p switchboard --tests -- --test-threads 2
+
+bench-handshake: build envoy
+	SWITCHBOARD_ENVOY=$(abspath $(ENVOY)) SWITCHBOARD_WASM=$(abspath $(WASM)) SWITCHBOARD_SBCTL=$(abspath $(SBCTL)) \
+		cargo bench -p switchboard --bench handshake
 
 test: lint test-unit test-wasm validate test-integration
 

@@ -116,6 +116,7 @@ pub struct Envoy {
 
 /// Filter options the tests vary.
 pub struct GatewaySpec<'a> {
+    /// The filter's configuration; empty means "the same Envoy without the filter".
     pub filter_json: String,
     pub upstream_ports: &'a [u16],
     pub lb_policy: &'a str,
@@ -132,8 +133,30 @@ pub fn gateway_yaml(spec: &GatewaySpec<'_>, wasm: &Path) -> String {
             )
         })
         .collect();
-    let filter_json = spec.filter_json.replace('\n', " ");
-    let filter_json = serde_json::to_string(&filter_json).unwrap();
+    let wasm_filter = if spec.filter_json.is_empty() {
+        String::new()
+    } else {
+        let filter_json = serde_json::to_string(&spec.filter_json.replace('\n', " ")).unwrap();
+        format!(
+            r#"                  - name: envoy.filters.http.wasm
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+                      config:
+                        name: switchboard
+                        root_id: switchboard
+                        vm_config:
+                          vm_id: switchboard
+                          runtime: envoy.wasm.runtime.v8
+                          code:
+                            local:
+                              filename: {wasm}
+                        configuration:
+                          "@type": type.googleapis.com/google.protobuf.StringValue
+                          value: {filter_json}
+"#,
+            wasm = wasm.display()
+        )
+    };
     format!(
         r#"admin:
   address:
@@ -173,22 +196,7 @@ static_resources:
                             hash_policy:
                               - header: {{ header_name: x-agent-routing-key }}
                 http_filters:
-                  - name: envoy.filters.http.wasm
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-                      config:
-                        name: switchboard
-                        root_id: switchboard
-                        vm_config:
-                          vm_id: switchboard
-                          runtime: envoy.wasm.runtime.v8
-                          code:
-                            local:
-                              filename: {wasm}
-                        configuration:
-                          "@type": type.googleapis.com/google.protobuf.StringValue
-                          value: {filter_json}
-                  - name: envoy.filters.http.router
+{wasm_filter}                  - name: envoy.filters.http.router
                     typed_config:
                       "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:
@@ -206,7 +214,6 @@ static_resources:
         endpoints:
           - lb_endpoints:
 {endpoints}"#,
-        wasm = wasm.display(),
         lb = spec.lb_policy,
     )
 }
