@@ -58,8 +58,9 @@ clippy: targets
 
 lint: fmt-check clippy
 
-test-unit:
-	cargo test --release -p switchboard-core -p sbctl
+test-unit: build envoy
+	SWITCHBOARD_ENVOY=$(abspath $(ENVOY)) SWITCHBOARD_WASM=$(abspath $(WASM)) \
+		cargo test --release -p switchboard-core -p sbctl
 
 test-wasm: targets wasm-bindgen
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(abspath $(WASM_TEST_RUNNER)) \
@@ -83,9 +84,9 @@ test-integration: build envoy
 
 bench-handshake: build envoy
 	SWITCHBOARD_ENVOY=$(abspath $(ENVOY)) SWITCHBOARD_WASM=$(abspath $(WASM)) SWITCHBOARD_SBCTL=$(abspath $(SBCTL)) \
-		cargo bench -p switchboard --bench handshake
+		SWITCHBOARD_ENVOY_LOG_LEVEL=warn cargo bench -p switchboard --bench handshake
 
-test: lint test-unit test-wasm validate test-integration
+test: lint validate test-unit test-wasm test-integration
 
 clean:
 	cargo clean

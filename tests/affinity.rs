@@ -33,7 +33,9 @@ async fn hosts_by_agent(platforms: &[Platform]) -> HashMap<String, Vec<String>> 
     for platform in platforms {
         for session in platform.sessions().await {
             if let Some(agent) = session["agent"].as_str() {
-                seen.entry(agent.to_string()).or_default().push(platform.name.clone());
+                seen.entry(agent.to_string())
+                    .or_default()
+                    .push(platform.name.clone());
             }
         }
     }
@@ -59,7 +61,10 @@ async fn an_agent_lands_on_the_same_host_across_reconnects() {
     for agent in ["agent-a", "agent-b", "agent-c", "agent-d"] {
         let hosts = &seen[agent];
         assert_eq!(hosts.len(), 20, "{agent}: {hosts:?}");
-        assert!(hosts.iter().all(|h| h == &hosts[0]), "{agent} moved between hosts: {hosts:?}");
+        assert!(
+            hosts.iter().all(|h| h == &hosts[0]),
+            "{agent} moved between hosts: {hosts:?}"
+        );
     }
 }
 
@@ -75,7 +80,9 @@ async fn a_thousand_agents_spread_evenly() {
             let url = url.clone();
             let auth = format!("Bearer {}", token(&format!("agent-{i}"), "acme"));
             tasks.push(tokio::spawn(async move {
-                let mut socket = connect(&url, &[("authorization", &auth)]).await.expect("upgrade");
+                let mut socket = connect(&url, &[("authorization", &auth)])
+                    .await
+                    .expect("upgrade");
                 echo(&mut socket, "hi").await;
                 drop(socket);
             }));

@@ -103,6 +103,20 @@ pub async fn http_get(url: &str) -> String {
     response.text().await.unwrap()
 }
 
+/// Tests run the wasm component at debug level (its reasons show in failures); a benchmark sets
+/// `SWITCHBOARD_ENVOY_LOG_LEVEL=warn` so logging is not what it measures.
+fn log_level_args() -> Vec<String> {
+    match std::env::var("SWITCHBOARD_ENVOY_LOG_LEVEL") {
+        Ok(level) => vec!["--log-level".into(), level],
+        Err(_) => vec![
+            "--log-level".into(),
+            "info".into(),
+            "--component-log-level".into(),
+            "wasm:debug".into(),
+        ],
+    }
+}
+
 static INSTANCE: AtomicU32 = AtomicU32::new(0);
 
 /// A running Envoy with its own base id, admin and listener on OS-chosen ports.
@@ -161,6 +175,7 @@ pub fn gateway_yaml(spec: &GatewaySpec<'_>, wasm: &Path) -> String {
         r#"admin:
   address:
     socket_address: {{ address: 127.0.0.1, port_value: 0 }}
+stats_flush_interval: 1s
 stats_config:
   stats_tags:
     - tag_name: result
@@ -240,7 +255,7 @@ impl Envoy {
             .arg(&admin_path)
             .args(["--base-id", &base_id.to_string()])
             .args(["--concurrency", &spec.concurrency.to_string()])
-            .args(["--log-level", "info", "--component-log-level", "wasm:debug"])
+            .args(log_level_args())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

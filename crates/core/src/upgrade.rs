@@ -28,6 +28,11 @@ impl<'a> RequestHead<'a> {
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_slice())
     }
+    fn has(&self, name: &str) -> bool {
+        self.headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+    }
     fn first_str(&self, name: &'a str) -> Option<&'a str> {
         self.values(name)
             .next()
@@ -207,6 +212,7 @@ pub fn decide(
     };
 
     if !upgrade && !config.identity.require_for_all_requests {
+        forward.remove_headers.retain(|name| request.has(name));
         return Verdict::Forward(forward);
     }
 
@@ -263,6 +269,8 @@ pub fn decide(
             .set_headers
             .push((config.platform.region_header.clone(), region.clone()));
     }
+    // Removing an absent header is a wasted hostcall on the hot path.
+    forward.remove_headers.retain(|name| request.has(name));
     forward.identity = Some(SessionIdentity {
         agent_id: verified.agent_id,
         tenant_id: verified.tenant_id,
@@ -605,7 +613,16 @@ mod tests {
         let config = config_with(serde_json::json!({}));
         let token = good_token();
         let auth = format!("Bearer {token}");
-        let f = forwarded(run(&config, &upgrade_headers(&[("authorization", &auth)])));
+        let f = forwarded(run(
+            &config,
+            &upgrade_headers(&[
+                ("authorization", &auth),
+                ("x-agent-routing-key", "spoofed"),
+                ("X-Genesys-User-Id", "someone-else"),
+                ("x-genesys-organization-id", "other"),
+                ("x-genesys-region", "mars"),
+            ]),
+        ));
         assert!(f.upgrade);
         let key = routing_key("acme", "agent-7");
         assert_eq!(set(&f, "x-agent-routing-key"), Some(key.clone()));
@@ -629,6 +646,9 @@ mod tests {
             );
         }
         assert_eq!(f.identity.as_ref().unwrap().routing_key, key);
+        // Headers the client did not send cost no removal.
+        let plain = forwarded(run(&config, &upgrade_headers(&[("authorization", &auth)])));
+        assert_eq!(plain.remove_headers, vec!["authorization".to_string()]);
         assert_eq!(f.auth, Some(AuthPath::Verified));
         // The platform's subprotocol is offered when the client offered none.
         assert_eq!(
