@@ -3,10 +3,12 @@
 
 pub mod config;
 pub mod config_error;
+pub mod dedup;
 pub mod duration;
 pub mod header_map;
 pub mod identity;
 pub mod origin;
 pub mod profile;
+pub mod resume;
 pub mod routing;
 pub mod upgrade;

@@ -1,0 +1,196 @@
+//! Replayed-event suppression. After a resume the platform replays from a position with some
+//! overlap, so the same event can reach an agent twice — possibly on another Envoy worker, since a
+//! reconnect may land anywhere. Each agent's recently delivered event ids live in one shared-data
+//! value, a fixed-size ring that [`DedupRing::check_and_record`] reads and rewrites in bounded
+//! time and space; the glue writes it back with compare-and-swap.
+
+/// How long and how many ids an agent's window remembers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DedupWindow {
+    /// Ids remembered per agent (the ring's capacity).
+    pub capacity: u16,
+    /// Ids older than this no longer count as duplicates.
+    pub max_age_ms: u64,
+}
+
+/// Whether an event was already delivered to this agent within the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// First time in the window: forward it.
+    New,
+    /// Delivered before: drop it.
+    Duplicate,
+}
+
+const FORMAT_VERSION: u8 = 1;
+/// version, capacity (u16), next write index (u16).
+const HEADER_BYTES: usize = 5;
+/// id digest (u64) + delivered-at (u64 ms).
+const ENTRY_BYTES: usize = 16;
+
+/// An agent's ring of recently delivered event ids, decoded from shared data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupRing {
+    entries: Vec<(u64, u64)>,
+    next: usize,
+}
+
+impl DedupRing {
+    /// An empty ring of `capacity` entries (at least one).
+    pub fn empty(capacity: u16) -> DedupRing {
+        DedupRing {
+            entries: vec![(0, 0); usize::from(capacity.max(1))],
+            next: 0,
+        }
+    }
+
+    /// Decodes a stored ring; anything malformed or of another capacity starts afresh (a lost
+    /// window only risks a duplicate, never a lost event).
+    pub fn decode(bytes: &[u8], capacity: u16) -> DedupRing {
+        Self::try_decode(bytes, capacity).unwrap_or_else(|| DedupRing::empty(capacity))
+    }
+
+    fn try_decode(bytes: &[u8], capacity: u16) -> Option<DedupRing> {
+        let (&version, rest) = bytes.split_first()?;
+        if version != FORMAT_VERSION {
+            return None;
+        }
+        let stored_capacity = u16::from_le_bytes(rest.get(0..2)?.try_into().ok()?);
+        let next = usize::from(u16::from_le_bytes(rest.get(2..4)?.try_into().ok()?));
+        if stored_capacity != capacity.max(1) || next >= usize::from(stored_capacity) {
+            return None;
+        }
+        let body = bytes.get(HEADER_BYTES..)?;
+        if body.len() != usize::from(stored_capacity) * ENTRY_BYTES {
+            return None;
+        }
+        let entries = body
+            .chunks_exact(ENTRY_BYTES)
+            .map(|chunk| {
+                let id = u64::from_le_bytes(chunk.get(0..8)?.try_into().ok()?);
+                let at = u64::from_le_bytes(chunk.get(8..16)?.try_into().ok()?);
+                Some((id, at))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(DedupRing { entries, next })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_BYTES + self.entries.len() * ENTRY_BYTES);
+        out.push(FORMAT_VERSION);
+        let capacity = u16::try_from(self.entries.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&capacity.to_le_bytes());
+        out.extend_from_slice(&u16::try_from(self.next).unwrap_or(0).to_le_bytes());
+        for (id, at) in &self.entries {
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&at.to_le_bytes());
+        }
+        out
+    }
+
+    /// Looks `id` up within the window; records it when new. Bounded by the capacity.
+    /// `id` 0 is reserved for empty slots, so callers pass a digest that is never 0
+    /// ([`event_digest`]).
+    pub fn check_and_record(&mut self, id: u64, now_ms: u64, window: DedupWindow) -> Delivery {
+        let fresh_since = now_ms.saturating_sub(window.max_age_ms);
+        let seen = self
+            .entries
+            .iter()
+            .any(|(stored, at)| *stored == id && *at >= fresh_since);
+        if seen {
+            return Delivery::Duplicate;
+        }
+        if let Some(slot) = self.entries.get_mut(self.next) {
+            *slot = (id, now_ms);
+        }
+        self.next = (self.next + 1) % self.entries.len().max(1);
+        Delivery::New
+    }
+}
+
+/// A 64-bit digest of an event id (never 0, which marks an empty slot).
+pub fn event_digest(id: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(id.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(digest.get(..8).unwrap_or(&[0; 8]));
+    u64::from_le_bytes(first).max(1)
+}
+
+/// The shared-data key of an agent's ring.
+pub fn ring_key(routing_key: &str) -> String {
+    format!("sb.dd.{routing_key}")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const WINDOW: DedupWindow = DedupWindow {
+        capacity: 4,
+        max_age_ms: 60_000,
+    };
+
+    #[test]
+    fn second_delivery_is_a_duplicate_until_it_ages_out() {
+        let mut ring = DedupRing::empty(WINDOW.capacity);
+        let id = event_digest("evt-1");
+        assert_eq!(ring.check_and_record(id, 1_000, WINDOW), Delivery::New);
+        assert_eq!(
+            ring.check_and_record(id, 2_000, WINDOW),
+            Delivery::Duplicate
+        );
+        assert_eq!(ring.check_and_record(id, 61_001, WINDOW), Delivery::New);
+    }
+
+    #[test]
+    fn capacity_bounds_memory_and_evicts_the_oldest() {
+        let mut ring = DedupRing::empty(WINDOW.capacity);
+        for i in 0..5 {
+            assert_eq!(
+                ring.check_and_record(event_digest(&format!("e{i}")), 10, WINDOW),
+                Delivery::New
+            );
+        }
+        assert_eq!(ring.encode().len(), HEADER_BYTES + 4 * ENTRY_BYTES);
+        // e0 was overwritten by e4; e1..e4 are remembered.
+        assert_eq!(
+            ring.check_and_record(event_digest("e0"), 11, WINDOW),
+            Delivery::New
+        );
+        assert_eq!(
+            ring.check_and_record(event_digest("e3"), 11, WINDOW),
+            Delivery::Duplicate
+        );
+    }
+
+    #[test]
+    fn survives_a_round_trip_through_shared_data() {
+        let mut ring = DedupRing::empty(WINDOW.capacity);
+        ring.check_and_record(event_digest("a"), 5, WINDOW);
+        let mut restored = DedupRing::decode(&ring.encode(), WINDOW.capacity);
+        assert_eq!(restored, ring);
+        assert_eq!(
+            restored.check_and_record(event_digest("a"), 6, WINDOW),
+            Delivery::Duplicate
+        );
+    }
+
+    #[test]
+    fn garbage_or_a_resized_window_starts_afresh() {
+        let mut ring = DedupRing::empty(WINDOW.capacity);
+        ring.check_and_record(event_digest("a"), 5, WINDOW);
+        let bytes = ring.encode();
+        for len in 0..bytes.len() {
+            assert_eq!(DedupRing::decode(&bytes[..len], 4), DedupRing::empty(4));
+        }
+        assert_eq!(DedupRing::decode(&bytes, 8), DedupRing::empty(8));
+        let mut bad_next = bytes.clone();
+        bad_next[3] = 9;
+        assert_eq!(DedupRing::decode(&bad_next, 4), DedupRing::empty(4));
+        assert_ne!(event_digest(""), 0);
+    }
+}
