@@ -281,49 +281,23 @@ impl Envoy {
         });
         let mut process = Reaped(child);
         let deadline = Instant::now() + Duration::from_secs(60);
-        let admin_port = loop {
-            if let Ok(text) = std::fs::read_to_string(&admin_path) {
-                if let Some(port) = text
-                    .trim()
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| p.parse::<u16>().ok())
-                {
-                    break port;
-                }
-            }
-            if let Ok(Some(status)) = process.0.try_wait() {
-                std::thread::sleep(Duration::from_millis(200));
-                return Err((
-                    log.lock().unwrap().clone(),
-                    format!("envoy exited: {status}"),
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err((log.lock().unwrap().clone(), "no admin address".into()));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let port = loop {
-            if let Some(port) = blocking_get(admin_port, "/ready")
-                .filter(|body| body.trim() == "LIVE")
-                .and_then(|_| blocking_get(admin_port, "/listeners?format=json"))
-                .and_then(|body| listener_port(&body))
-            {
-                break port;
-            }
-            if let Ok(Some(status)) = process.0.try_wait() {
-                std::thread::sleep(Duration::from_millis(200));
-                return Err((
-                    log.lock().unwrap().clone(),
-                    format!("envoy exited: {status}"),
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err((log.lock().unwrap().clone(), "not ready within 60s".into()));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let admin_port = wait_for(&mut process, &log, deadline, "no admin address", 50, || {
+            let text = std::fs::read_to_string(&admin_path).ok()?;
+            text.trim().rsplit(':').next()?.parse::<u16>().ok()
+        })?;
+        let port = wait_for(
+            &mut process,
+            &log,
+            deadline,
+            "not ready within 60s",
+            100,
+            || {
+                blocking_get(admin_port, "/ready")
+                    .filter(|body| body.trim() == "LIVE")
+                    .and_then(|_| blocking_get(admin_port, "/listeners?format=json"))
+                    .and_then(|body| listener_port(&body))
+            },
+        )?;
         Ok(Envoy {
             port,
             admin_port,
@@ -374,6 +348,34 @@ impl Envoy {
                 .find(|l| l.contains(needle) && (l.contains("wasm") || l.contains("panic")));
             assert!(hit.is_none(), "wasm failure in envoy log: {hit:?}");
         }
+    }
+}
+
+/// Polls `probe` every `interval_ms` until it yields, Envoy exits, or the deadline passes.
+fn wait_for<T>(
+    process: &mut Reaped,
+    log: &Arc<Mutex<String>>,
+    deadline: Instant,
+    timeout_reason: &str,
+    interval_ms: u64,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Result<T, (String, String)> {
+    loop {
+        if let Some(found) = probe() {
+            return Ok(found);
+        }
+        if let Ok(Some(status)) = process.0.try_wait() {
+            // Let the log reader catch the last lines.
+            std::thread::sleep(Duration::from_millis(200));
+            return Err((
+                log.lock().unwrap().clone(),
+                format!("envoy exited: {status}"),
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err((log.lock().unwrap().clone(), timeout_reason.to_string()));
+        }
+        std::thread::sleep(Duration::from_millis(interval_ms));
     }
 }
 
