@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use sbctl::keygen::{self, KeyFile, KeyKinds};
 use sbctl::mint::{self, Alg, MintSpec, SigningKey};
-use sbctl::mock::{self, EnvelopeMode, MockConfig, MockPlatform, Secret, TokenFault};
+use sbctl::mock::{self, EnvelopeMode, MockConfig, MockPlatform, Secret, SessionFault, TokenFault};
 use sbctl::render::{self, RenderOptions};
 
 #[derive(Debug, Parser)]
@@ -105,7 +105,9 @@ struct MockArgs {
     /// Instance name, used in records and event ids.
     #[arg(long, default_value = "platform-1")]
     name: String,
-    /// Unsolicited events per second per session (0: echo only).
+    /// Unsolicited events per second per session. 0 is the protocol-conformance mode: echo
+    /// only, so every message a client receives is the echo of one it sent, a replay it asked
+    /// for (since/cursor) or a burst requested over POST /_mock/burst.
     #[arg(long, default_value_t = 1.0)]
     event_rate: f64,
     /// Event envelope: auto, genesys or nice.
@@ -139,6 +141,36 @@ struct MockArgs {
     /// Log session open/close to stderr (never tokens, secrets or payloads).
     #[arg(long, short)]
     verbose: bool,
+    /// On a replay, also resend this many events from before the resume point, so duplicates
+    /// really arrive. A replay is asked for in the upgrade query: since=<RFC 3339 time> (the
+    /// client has every event sent at or before it) or cursor=<seq> (the decimal per-agent seq,
+    /// Genesys metadata.seq / NICE payload.seq, of the last event the client processed).
+    #[arg(long, default_value_t = 3)]
+    replay_overlap: usize,
+    /// Events kept per agent for replay.
+    #[arg(long, default_value_t = 1000)]
+    history_events: usize,
+    /// Agents whose event history is kept; the least recently active is forgotten first.
+    #[arg(long, default_value_t = 10_000)]
+    history_agents: usize,
+    /// Accept permessage-deflate (RFC 7692) when a client offers it, and compress what is sent.
+    #[arg(long)]
+    deflate: bool,
+    /// Fault of every session that does not choose one with ?fault=: none, misrouted,
+    /// malformed, oversized, masked, reserved-opcode, rsv or drop.
+    #[arg(long, default_value = "none")]
+    fault: SessionFault,
+    /// Events a session sends before a frame fault (malformed, oversized, masked,
+    /// reserved-opcode, rsv) is written; ?fault_after= overrides it per session.
+    #[arg(long, default_value_t = 0)]
+    fault_after: u64,
+    /// Events a `drop` session sends before closing TCP without a Close frame; ?fault_after=
+    /// overrides it per session.
+    #[arg(long, default_value_t = mock::fault::DEFAULT_DROP_AFTER)]
+    drop_after: u64,
+    /// Size in bytes of the `oversized` fault's single text message.
+    #[arg(long, default_value_t = mock::fault::DEFAULT_OVERSIZED_BYTES)]
+    oversized_bytes: usize,
 }
 
 #[derive(Debug, Args)]
@@ -332,6 +364,14 @@ fn run_mock(args: MockArgs) -> anyhow::Result<()> {
         token_fault_delay_ms: args.token_fault_delay_ms,
         max_connections: args.max_connections,
         verbose: args.verbose,
+        replay_overlap: args.replay_overlap,
+        history_events_per_agent: args.history_events,
+        history_agents: args.history_agents,
+        deflate: args.deflate,
+        fault: args.fault,
+        fault_after: args.fault_after,
+        drop_after: args.drop_after,
+        oversized_bytes: args.oversized_bytes,
         ..MockConfig::default()
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

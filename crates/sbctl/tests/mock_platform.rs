@@ -1,5 +1,7 @@
 //! The mock platform over real sockets on 127.0.0.1: handshake, echo, events in both envelopes,
-//! records, the token endpoint (grants, rotation, faults) and shutdown.
+//! records, the token endpoint (grants, rotation, faults) and shutdown; per-agent history and
+//! replay with overlap, bursts, session faults (read byte for byte by a hand-rolled client) and
+//! permessage-deflate.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -237,12 +239,13 @@ async fn genesys_session_echoes_emits_events_and_is_recorded_exactly() {
     assert_eq!(first["data"]["state"], "available");
     assert_eq!(first["data"]["seq"], 1);
     assert_eq!(first["metadata"]["seq"], 1);
-    assert_eq!(first["metadata"]["id"], "platform-1-1-1");
+    assert_eq!(first["metadata"]["id"], "platform-1-agent-1-1");
+    assert_eq!(first["data"]["routingKey"], "rk-77");
     let timestamp = first["metadata"]["timestamp"].as_str().unwrap();
     assert_eq!(timestamp.len(), "2024-01-01T00:00:00.000Z".len());
     assert!(timestamp.ends_with('Z') && timestamp.as_bytes()[10] == b'T');
     assert_eq!(seen[1]["data"]["seq"], 2);
-    assert_eq!(seen[1]["metadata"]["id"], "platform-1-1-2");
+    assert_eq!(seen[1]["metadata"]["id"], "platform-1-agent-1-2");
 
     // frames_out is counted once a send completes, which may trail the client's receipt.
     wait_for_session(&client, &handle, 1, |r| r.frames_out >= 4).await;
@@ -277,6 +280,11 @@ async fn genesys_session_echoes_emits_events_and_is_recorded_exactly() {
     assert_eq!(record.routing_key.as_deref(), Some("rk-77"));
     assert!(!record.closed);
     assert_eq!(record.close_code, None);
+    assert_eq!(record.first_seq, Some(1));
+    assert!(record.events_sent >= 2);
+    assert_eq!((record.replayed, record.misrouted), (0, 0));
+    assert_eq!(record.fault, "none");
+    assert!(!record.deflate_offered && !record.deflate_negotiated);
     assert_eq!(record.frames_in, 2);
     assert!(
         record.frames_out >= 4,
@@ -319,7 +327,7 @@ async fn nice_session_gets_nice_envelope() {
     assert_eq!(event["payload"]["agentId"], "nice-9");
     assert_eq!(event["payload"]["state"], "Available");
     assert_eq!(event["payload"]["seq"], 1);
-    assert_eq!(event["correlationId"], "platform-1-1-1");
+    assert_eq!(event["correlationId"], "platform-1-nice-9-1");
     assert!(event["timestamp"].as_str().unwrap().ends_with('Z'));
     handle.shutdown().await.unwrap();
 }
@@ -336,7 +344,7 @@ async fn forced_envelope_and_instance_name() {
     let event =
         event_json(&next_matching(&mut websocket, |m| event_json(m).is_some()).await).unwrap();
     assert_eq!(event["eventType"], "agentState");
-    assert_eq!(event["correlationId"], "platform-b-1-1");
+    assert_eq!(event["correlationId"], "platform-b-g-1-1");
     handle.shutdown().await.unwrap();
 }
 
@@ -794,5 +802,673 @@ async fn token_endpoint_bounds_body_and_method() {
         .await
         .unwrap();
     assert_eq!(get.status(), 405);
+    handle.shutdown().await.unwrap();
+}
+
+/// Echo-only mock: every event in these tests is one a test asked for.
+fn quiet() -> MockConfig {
+    MockConfig {
+        event_rate: 0.0,
+        ..MockConfig::default()
+    }
+}
+
+/// Bursts `count` events to `agent`'s sessions once at least one is running (a session is
+/// registered just after its 101 is written, so the first try may find none).
+async fn burst(handle: &MockHandle, agent: &str, count: u64) {
+    let deadline = Instant::now() + WAIT;
+    while handle.platform().burst(Some(agent), count).unwrap() == 0 {
+        assert!(Instant::now() < deadline, "no running session for {agent}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The next `count` events, parsed.
+async fn events<S>(websocket: &mut WebSocketStream<S>, count: usize) -> Vec<Value>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut seen = Vec::with_capacity(count);
+    while seen.len() < count {
+        let message = next_matching(websocket, |m| event_json(m).is_some()).await;
+        seen.push(event_json(&message).unwrap());
+    }
+    seen
+}
+
+fn nice_seqs(events: &[Value]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| e["payload"]["seq"].as_u64().unwrap())
+        .collect()
+}
+
+fn genesys_seqs(events: &[Value]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| e["metadata"]["seq"].as_u64().unwrap())
+        .collect()
+}
+
+async fn close_normally<S>(mut websocket: WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    websocket
+        .close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        }))
+        .await
+        .unwrap();
+    // Drain until the server's answer ends the stream.
+    while let Ok(Some(Ok(_))) = timeout(WAIT, websocket.next()).await {}
+}
+
+#[tokio::test]
+async fn cursor_replay_overlaps_then_continues_the_agents_sequence() {
+    let handle = start(quiet()).await;
+    let agent = [("x-nice-agent-id", "n-1")];
+    let (_, mut first) = raw_websocket(&handle, "/nice", &agent).await;
+    burst(&handle, "n-1", 10).await;
+    let original = events(&mut first, 10).await;
+    assert_eq!(nice_seqs(&original), (1..=10).collect::<Vec<_>>());
+    for (event, seq) in original.iter().zip(1..) {
+        assert_eq!(event["correlationId"], format!("platform-1-n-1-{seq}"));
+        assert_eq!(event["payload"]["agentId"], "n-1");
+    }
+    close_normally(first).await;
+
+    // The client processed up to seq 7: it gets 5, 6, 7 again (overlap 3), then 8..10.
+    let (_, mut second) = raw_websocket(&handle, "/nice?cursor=7", &agent).await;
+    let replayed = events(&mut second, 6).await;
+    assert_eq!(nice_seqs(&replayed), vec![5, 6, 7, 8, 9, 10]);
+    // Replayed events are the same events: same id, same timestamp.
+    for event in &replayed {
+        let seq = event["payload"]["seq"].as_u64().unwrap();
+        let before = &original[usize::try_from(seq - 1).unwrap()];
+        assert_eq!(event["correlationId"], before["correlationId"]);
+        assert_eq!(event["timestamp"], before["timestamp"]);
+    }
+    let duplicates = replayed
+        .iter()
+        .filter(|e| {
+            original
+                .iter()
+                .any(|o| o["correlationId"] == e["correlationId"])
+        })
+        .count();
+    assert_eq!(duplicates, 6, "everything replayed here was seen before");
+    // New events continue the agent's sequence across sessions.
+    burst(&handle, "n-1", 2).await;
+    assert_eq!(nice_seqs(&events(&mut second, 2).await), vec![11, 12]);
+
+    let record = wait_for_session(&http_client(), &handle, 2, |r| r.events_sent == 8).await;
+    assert_eq!(record.replayed, 6);
+    assert_eq!((record.first_seq, record.last_seq), (Some(5), Some(12)));
+    let first_record = &handle.platform().sessions(None)[0];
+    assert_eq!(
+        (first_record.first_seq, first_record.last_seq),
+        (Some(1), Some(10))
+    );
+    assert_eq!(first_record.close_code, Some(1000));
+
+    // A cursor at the newest event still gets the overlap; an old one gets everything kept.
+    let (_, mut third) = raw_websocket(&handle, "/nice?cursor=12", &agent).await;
+    assert_eq!(nice_seqs(&events(&mut third, 3).await), vec![10, 11, 12]);
+    let (_, mut fourth) = raw_websocket(&handle, "/nice?cursor=0", &agent).await;
+    assert_eq!(
+        nice_seqs(&events(&mut fourth, 12).await),
+        (1..=12).collect::<Vec<_>>()
+    );
+
+    // The history is visible over HTTP.
+    let history: Value = http_client()
+        .get(format!("{}/_mock/history?agent=n-1", handle.http_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["next_seq"], 13);
+    assert_eq!(history["events"].as_array().unwrap().len(), 12);
+    let unknown = http_client()
+        .get(format!("{}/_mock/history?agent=nobody", handle.http_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn since_replay_overlaps_then_continues() {
+    let handle = start(quiet()).await;
+    let agent = [("x-genesys-user-id", "g-7")];
+    let (_, mut first) = raw_websocket(&handle, "/api/v2/notifications", &agent).await;
+    // One event at a time, a few ms apart, so every event has its own timestamp.
+    let mut original = Vec::new();
+    for _ in 0..6 {
+        burst(&handle, "g-7", 1).await;
+        original.extend(events(&mut first, 1).await);
+        tokio::time::sleep(Duration::from_millis(4)).await;
+    }
+    assert_eq!(genesys_seqs(&original), (1..=6).collect::<Vec<_>>());
+    drop(first);
+
+    // The client has everything up to event 4's timestamp: 2, 3, 4 again, then 5, 6.
+    let since = original[3]["metadata"]["timestamp"].as_str().unwrap();
+    assert_ne!(
+        since,
+        original[4]["metadata"]["timestamp"].as_str().unwrap()
+    );
+    let target = format!("/api/v2/notifications?since={since}");
+    let (_, mut second) = raw_websocket(&handle, &target, &agent).await;
+    let replayed = events(&mut second, 5).await;
+    assert_eq!(genesys_seqs(&replayed), vec![2, 3, 4, 5, 6]);
+    for event in &replayed {
+        let seq = event["metadata"]["seq"].as_u64().unwrap();
+        let before = &original[usize::try_from(seq - 1).unwrap()];
+        assert_eq!(event["metadata"]["id"], before["metadata"]["id"]);
+        assert_eq!(
+            event["metadata"]["timestamp"],
+            before["metadata"]["timestamp"]
+        );
+        assert_eq!(event["data"]["agentId"], "g-7");
+    }
+    burst(&handle, "g-7", 1).await;
+    assert_eq!(genesys_seqs(&events(&mut second, 1).await), vec![7]);
+
+    // Offsets are understood: the same instant written in +02:00.
+    let since_ms = mock::clock::parse_rfc3339_ms(since).unwrap();
+    let shifted = mock::clock::rfc3339_ms(since_ms + 2 * 3_600_000).replace('Z', "%2B02:00");
+    let target = format!("/api/v2/notifications?since={shifted}");
+    let (_, mut third) = raw_websocket(&handle, &target, &agent).await;
+    assert_eq!(
+        genesys_seqs(&events(&mut third, 6).await),
+        vec![2, 3, 4, 5, 6, 7]
+    );
+
+    // Without since/cursor there is no replay.
+    let (_, mut fresh) = raw_websocket(&handle, "/api/v2/notifications", &agent).await;
+    assert!(timeout(Duration::from_millis(300), fresh.next())
+        .await
+        .is_err());
+
+    // Unusable resume points are refused at the upgrade.
+    for query in [
+        "since=yesterday",
+        "cursor=-1",
+        "cursor=1&since=2024-01-01T00:00:00Z",
+        "fault=sideways",
+    ] {
+        let (response, _) =
+            raw_exchange(&handle, &upgrade_request(&format!("/ws?{query}"), &agent)).await;
+        assert_eq!(response.status, 400, "{query}");
+    }
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn overlap_is_configurable() {
+    let handle = start(MockConfig {
+        replay_overlap: 0,
+        ..quiet()
+    })
+    .await;
+    let agent = [("x-agent-id", "a-0")];
+    let (_, mut first) = raw_websocket(&handle, "/ws", &agent).await;
+    burst(&handle, "a-0", 4).await;
+    events(&mut first, 4).await;
+    let (_, mut second) = raw_websocket(&handle, "/ws?cursor=2", &agent).await;
+    assert_eq!(genesys_seqs(&events(&mut second, 2).await), vec![3, 4]);
+    assert!(timeout(Duration::from_millis(300), second.next())
+        .await
+        .is_err());
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn misrouted_sessions_name_another_agent_beside_healthy_ones() {
+    let handle = start(quiet()).await;
+    let (_, mut faulty) = raw_websocket(
+        &handle,
+        "/ws?fault=misrouted",
+        &[("x-agent-id", "m-1"), ("x-agent-routing-key", "rk-m1")],
+    )
+    .await;
+    let (_, mut healthy) = raw_websocket(
+        &handle,
+        "/ws",
+        &[("x-agent-id", "h-1"), ("x-agent-routing-key", "rk-h1")],
+    )
+    .await;
+    burst(&handle, "m-1", 6).await;
+    burst(&handle, "h-1", 6).await;
+    let seen = events(&mut faulty, 6).await;
+    let agents: Vec<&str> = seen
+        .iter()
+        .map(|e| e["data"]["agentId"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        agents,
+        vec!["m-1", "m-1", "other-m-1", "m-1", "m-1", "other-m-1"]
+    );
+    let keys: Vec<&str> = seen
+        .iter()
+        .map(|e| e["data"]["routingKey"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            "rk-m1",
+            "rk-m1",
+            "other-rk-m1",
+            "rk-m1",
+            "rk-m1",
+            "other-rk-m1"
+        ]
+    );
+    // The session's own agent keeps a gapless sequence; the stray events are the other
+    // agent's, with that agent's ids and topic.
+    assert_eq!(genesys_seqs(&seen), vec![1, 2, 1, 3, 4, 2]);
+    assert_eq!(seen[2]["metadata"]["id"], "platform-1-other-m-1-1");
+    assert_eq!(seen[2]["type"], "v2.agents.other-m-1.events");
+
+    let clean = events(&mut healthy, 6).await;
+    assert!(clean.iter().all(|e| e["data"]["agentId"] == "h-1"));
+    assert_eq!(genesys_seqs(&clean), (1..=6).collect::<Vec<_>>());
+
+    let records = handle.platform().sessions(None);
+    assert_eq!(records[0].fault, "misrouted");
+    assert_eq!(records[1].fault, "none");
+    let record = wait_for_session(&http_client(), &handle, 1, |r| r.events_sent == 6).await;
+    assert_eq!(record.misrouted, 2);
+    assert!(record.fault_fired);
+    assert_eq!((record.first_seq, record.last_seq), (Some(1), Some(4)));
+    assert_eq!(handle.platform().history("other-m-1").unwrap().next_seq, 3);
+    handle.shutdown().await.unwrap();
+}
+
+/// One frame as read from the wire by a test client that knows no WebSocket library.
+#[derive(Debug)]
+struct WireFrame {
+    /// Header bytes exactly as received.
+    head: Vec<u8>,
+    /// Payload as received (still masked if the frame was).
+    payload: Vec<u8>,
+}
+
+impl WireFrame {
+    fn bytes(&self) -> Vec<u8> {
+        [self.head.as_slice(), self.payload.as_slice()].concat()
+    }
+
+    fn opcode(&self) -> u8 {
+        self.head[0] & 0x0f
+    }
+}
+
+/// Reads one frame; `None` on a clean end of stream before its first byte.
+async fn read_wire_frame(stream: &mut TcpStream) -> Option<WireFrame> {
+    let mut head = vec![0u8; 2];
+    match timeout(WAIT, stream.read_exact(&mut head)).await.unwrap() {
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+        Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return None,
+        Err(error) => panic!("reading a frame: {error}"),
+    }
+    let extra = match head[1] & 0x7f {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    } + if head[1] & 0x80 != 0 { 4 } else { 0 };
+    let mut rest = vec![0u8; extra];
+    timeout(WAIT, stream.read_exact(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    head.extend_from_slice(&rest);
+    let header = mock::frame::parse_header(&head).unwrap().unwrap();
+    let mut payload = vec![0u8; usize::try_from(header.payload_len).unwrap()];
+    timeout(WAIT, stream.read_exact(&mut payload))
+        .await
+        .unwrap()
+        .unwrap();
+    Some(WireFrame { head, payload })
+}
+
+/// A masked client frame, as a conforming client would send it.
+fn client_frame(opcode: u8, rsv1: bool, payload: &[u8]) -> Vec<u8> {
+    mock::frame::encode(
+        &mock::frame::FrameSpec {
+            rsv1,
+            mask: Some([0x11, 0x22, 0x33, 0x44]),
+            ..mock::frame::FrameSpec::server(opcode)
+        },
+        payload,
+    )
+}
+
+#[tokio::test]
+async fn violation_faults_write_exactly_their_bytes() {
+    let handle = start(quiet()).await;
+    let hello = b"Hello";
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "malformed",
+            [&[0x81u8, 0x0c][..], b"{\"bad\":\"", &[0xff, 0xfe], b"\"}"].concat(),
+        ),
+        // RFC 6455 §5.7's masked "Hello": a server must never mask.
+        (
+            "masked",
+            vec![
+                0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+            ],
+        ),
+        ("reserved-opcode", [&[0x83u8, 0x05][..], hello].concat()),
+        ("rsv", [&[0xc1u8, 0x05][..], hello].concat()),
+    ];
+    for (index, (fault, expected)) in cases.iter().enumerate() {
+        let agent = format!("v-{index}");
+        let (response, mut stream) = raw_exchange(
+            &handle,
+            &upgrade_request(&format!("/ws?fault={fault}"), &[("x-agent-id", &agent)]),
+        )
+        .await;
+        assert_eq!(response.status, 101, "{fault}");
+        let frame = read_wire_frame(&mut stream).await.unwrap();
+        assert_eq!(&frame.bytes(), expected, "{fault}");
+
+        // The session goes on: a client Close (1002, as a client failing the connection
+        // would send) is recorded and answered with the same code.
+        stream
+            .write_all(&client_frame(0x8, false, &[0x03, 0xea]))
+            .await
+            .unwrap();
+        let answer = read_wire_frame(&mut stream).await.unwrap();
+        assert_eq!(answer.bytes(), [0x88, 0x02, 0x03, 0xea], "{fault}");
+        assert!(
+            read_wire_frame(&mut stream).await.is_none(),
+            "{fault}: server closes TCP"
+        );
+        let number = u64::try_from(index).unwrap() + 1;
+        let record = wait_for_session(&http_client(), &handle, number, |r| r.closed).await;
+        assert_eq!(record.fault, *fault);
+        assert!(record.fault_fired);
+        assert_eq!(record.close_code, Some(1002));
+    }
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn fault_after_lets_good_events_through_first() {
+    let handle = start(quiet()).await;
+    let (_, mut stream) = raw_exchange(
+        &handle,
+        &upgrade_request("/ws?fault=rsv&fault_after=2", &[("x-agent-id", "fa-1")]),
+    )
+    .await;
+    burst(&handle, "fa-1", 3).await;
+    for seq in 1..=2 {
+        let frame = read_wire_frame(&mut stream).await.unwrap();
+        assert_eq!(frame.head[0], 0x81, "event {seq} is a plain text frame");
+        let event: Value = serde_json::from_slice(&frame.payload).unwrap();
+        assert_eq!(event["metadata"]["seq"], seq);
+    }
+    let violation = read_wire_frame(&mut stream).await.unwrap();
+    assert_eq!(
+        violation.bytes(),
+        [0xc1, 0x05, b'H', b'e', b'l', b'l', b'o']
+    );
+    let third = read_wire_frame(&mut stream).await.unwrap();
+    assert_eq!(third.head[0], 0x81);
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn oversized_fault_is_one_text_frame_of_the_configured_size() {
+    let handle = start(quiet()).await;
+    let (_, mut stream) = raw_exchange(&handle, &upgrade_request("/ws?fault=oversized", &[])).await;
+    let frame = read_wire_frame(&mut stream).await.unwrap();
+    // FIN + text, 64-bit length 0x200000 (2 MiB), unmasked.
+    assert_eq!(frame.head, [0x81, 0x7f, 0, 0, 0, 0, 0, 0x20, 0x00, 0x00]);
+    assert_eq!(frame.payload.len(), 2 * 1024 * 1024);
+    let parsed: Value = serde_json::from_slice(&frame.payload).unwrap();
+    assert_eq!(parsed["type"], "oversized");
+    handle.shutdown().await.unwrap();
+
+    let handle = start(MockConfig {
+        oversized_bytes: 70_000,
+        fault: mock::SessionFault::Oversized,
+        ..quiet()
+    })
+    .await;
+    let (_, mut stream) = raw_exchange(&handle, &upgrade_request("/ws", &[])).await;
+    let frame = read_wire_frame(&mut stream).await.unwrap();
+    assert_eq!(frame.head, [0x81, 0x7f, 0, 0, 0, 0, 0, 0x01, 0x11, 0x70]);
+    assert_eq!(handle.platform().sessions(None)[0].fault, "oversized");
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn drop_fault_closes_tcp_without_a_close_frame() {
+    let handle = start(fast_events()).await;
+    let (_, mut stream) = raw_exchange(
+        &handle,
+        &upgrade_request("/ws?fault=drop", &[("x-agent-id", "d-1")]),
+    )
+    .await;
+    let mut frames = Vec::new();
+    while let Some(frame) = read_wire_frame(&mut stream).await {
+        assert!(frames.len() < 100, "the connection was never dropped");
+        frames.push(frame);
+    }
+    assert_eq!(frames.len(), 5, "--drop-after defaults to 5 events");
+    assert!(frames.iter().all(|f| f.opcode() == 0x1), "no Close frame");
+    let record = wait_for_session(&http_client(), &handle, 1, |r| r.closed).await;
+    assert!(record.fault_fired);
+    assert_eq!(record.events_sent, 5);
+    assert_eq!(record.close_code, None);
+
+    // Per session: fault_after=0 drops right after the handshake; the global flag works too.
+    let (_, mut stream) = raw_exchange(
+        &handle,
+        &upgrade_request("/ws?fault=drop&fault_after=0", &[]),
+    )
+    .await;
+    assert!(read_wire_frame(&mut stream).await.is_none());
+    handle.shutdown().await.unwrap();
+
+    let handle = start(MockConfig {
+        fault: mock::SessionFault::Drop,
+        drop_after: 2,
+        ..fast_events()
+    })
+    .await;
+    let (_, mut stream) = raw_exchange(&handle, &upgrade_request("/ws", &[])).await;
+    let mut count = 0;
+    while read_wire_frame(&mut stream).await.is_some() {
+        count += 1;
+        assert!(count < 100);
+    }
+    assert_eq!(count, 2);
+    handle.shutdown().await.unwrap();
+}
+
+/// Inflates a permessage-deflate payload (RFC 7692 §7.2.2) with flate2 directly.
+fn inflate(payload: &[u8]) -> Vec<u8> {
+    let mut input = payload.to_vec();
+    input.extend_from_slice(&[0x00, 0x00, 0xff, 0xff]);
+    let mut inflater = flate2::Decompress::new(false);
+    let mut output = Vec::with_capacity(64 * 1024);
+    inflater
+        .decompress_vec(&input, &mut output, flate2::FlushDecompress::Sync)
+        .unwrap();
+    assert_eq!(inflater.total_in(), input.len() as u64);
+    output
+}
+
+#[tokio::test]
+async fn deflate_is_negotiated_and_used_when_enabled() {
+    let handle = start(MockConfig {
+        deflate: true,
+        ..quiet()
+    })
+    .await;
+    let (response, mut stream) = raw_exchange(
+        &handle,
+        &upgrade_request(
+            "/ws",
+            &[
+                ("x-agent-id", "z-1"),
+                (
+                    "Sec-WebSocket-Extensions",
+                    "permessage-deflate; client_max_window_bits",
+                ),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(response.status, 101);
+    assert_eq!(
+        response.header("sec-websocket-extensions"),
+        Some("permessage-deflate")
+    );
+    // RFC 7692 §7.2.3.1's compressed "Hello" from the client comes back compressed.
+    stream
+        .write_all(&client_frame(
+            0x1,
+            true,
+            &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+        ))
+        .await
+        .unwrap();
+    let echo = read_wire_frame(&mut stream).await.unwrap();
+    assert_eq!(echo.head[0], 0xc1, "FIN + RSV1 + text");
+    assert_eq!(inflate(&echo.payload), b"Hello");
+
+    burst(&handle, "z-1", 1).await;
+    let event = read_wire_frame(&mut stream).await.unwrap();
+    assert_eq!(event.head[0], 0xc1);
+    // The server keeps its compression context (no server_no_context_takeover was asked), so
+    // the event may refer back into the echo: inflate both with one inflater, in order.
+    let mut both = flate2::Decompress::new(false);
+    let mut output = Vec::with_capacity(64 * 1024);
+    for payload in [&echo.payload, &event.payload] {
+        let mut input = payload.clone();
+        input.extend_from_slice(&[0x00, 0x00, 0xff, 0xff]);
+        output.clear();
+        both.decompress_vec(&input, &mut output, flate2::FlushDecompress::Sync)
+            .unwrap();
+    }
+    let parsed: Value = serde_json::from_slice(&output).unwrap();
+    assert_eq!(parsed["data"]["agentId"], "z-1");
+
+    // A client that does not offer deflate gets a plain session from the same mock.
+    let (plain_response, mut plain) = raw_websocket(&handle, "/ws", &[("x-agent-id", "z-2")]).await;
+    assert_eq!(plain_response.header("sec-websocket-extensions"), None);
+    plain.send(Message::text("plain")).await.unwrap();
+    assert_eq!(
+        next_matching(&mut plain, |m| m.is_text()).await,
+        Message::text("plain")
+    );
+
+    let records = handle.platform().sessions(None);
+    assert!(records[0].deflate_offered && records[0].deflate_negotiated);
+    assert!(!records[1].deflate_offered && !records[1].deflate_negotiated);
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn deflate_offer_is_recorded_but_declined_when_disabled() {
+    let handle = start(quiet()).await;
+    let (response, mut websocket) = raw_websocket(
+        &handle,
+        "/ws",
+        &[("Sec-WebSocket-Extensions", "permessage-deflate")],
+    )
+    .await;
+    assert_eq!(response.header("sec-websocket-extensions"), None);
+    websocket.send(Message::text("x")).await.unwrap();
+    next_matching(&mut websocket, |m| m.is_text()).await;
+    let record = &handle.platform().sessions(None)[0];
+    assert!(record.deflate_offered);
+    assert!(!record.deflate_negotiated);
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn burst_endpoint_reaches_every_live_session() {
+    let handle = start(quiet()).await;
+    let client = http_client();
+    let (_, mut a) = raw_websocket(&handle, "/ws", &[("x-agent-id", "b-1")]).await;
+    let (_, mut b) = raw_websocket(&handle, "/ws", &[("x-agent-id", "b-2")]).await;
+    // Wait until both sessions run, so the burst reaches both.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let asked = handle.platform().burst(None, 0).unwrap();
+        if asked == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let answer: Value = client
+        .post(format!("{}/_mock/burst", handle.http_url()))
+        .body(r#"{"agent": null, "count": 300}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer, serde_json::json!({"sessions": 2, "count": 300}));
+    assert_eq!(
+        genesys_seqs(&events(&mut a, 300).await),
+        (1..=300).collect::<Vec<_>>()
+    );
+    assert_eq!(events(&mut b, 300).await.len(), 300);
+
+    let answer: Value = client
+        .post(format!("{}/_mock/burst", handle.http_url()))
+        .body(r#"{"agent": "b-2", "count": 1}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["sessions"], 1);
+    assert_eq!(genesys_seqs(&events(&mut b, 1).await), vec![301]);
+
+    for body in [
+        r#"{"agent": null, "count": 100001}"#,
+        r#"{"count": -1}"#,
+        r#"{"agent": "b-1", "count": 1, "extra": true}"#,
+    ] {
+        let refused = client
+            .post(format!("{}/_mock/burst", handle.http_url()))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 400, "{body}");
+    }
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn reset_restarts_sequences() {
+    let handle = start(quiet()).await;
+    let agent = [("x-agent-id", "r-1")];
+    let (_, mut first) = raw_websocket(&handle, "/ws", &agent).await;
+    burst(&handle, "r-1", 2).await;
+    events(&mut first, 2).await;
+    handle.platform().reset();
+    assert!(handle.platform().history("r-1").is_none());
+    burst(&handle, "r-1", 1).await;
+    assert_eq!(genesys_seqs(&events(&mut first, 1).await), vec![1]);
     handle.shutdown().await.unwrap();
 }

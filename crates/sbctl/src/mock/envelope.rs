@@ -77,20 +77,30 @@ impl std::str::FromStr for EnvelopeMode {
     }
 }
 
-/// Identifies one unsolicited event: which instance, session and agent, and its place in the
-/// session's sequence (starting at 1).
+/// Identifies one unsolicited event: which instance sent it, which agent it is for, and its
+/// place in that agent's sequence (starting at 1, continuing across the agent's sessions).
 #[derive(Debug, Clone, Copy)]
 pub struct EventId<'a> {
     pub instance: &'a str,
-    pub session: u64,
     pub agent: &'a str,
     pub seq: u64,
+    /// The session's routing key (`x-agent-routing-key`), repeated in the body when known.
+    pub routing_key: Option<&'a str>,
 }
 
 impl EventId<'_> {
-    /// Globally unique across instances: `<instance>-<session>-<seq>`.
+    /// Stable for an agent and sequence number, and unique across instances:
+    /// `<instance>-<agent>-<seq>`. A replayed event carries the same id as the original.
     pub fn correlation_id(&self) -> String {
-        format!("{}-{}-{}", self.instance, self.session, self.seq)
+        format!("{}-{}-{}", self.instance, self.agent, self.seq)
+    }
+
+    fn body(&self, state: &str) -> serde_json::Value {
+        let mut body = json!({ "agentId": self.agent, "seq": self.seq, "state": state });
+        if let (Some(routing_key), Some(fields)) = (self.routing_key, body.as_object_mut()) {
+            fields.insert("routingKey".to_owned(), routing_key.into());
+        }
+        body
     }
 }
 
@@ -98,7 +108,7 @@ impl EventId<'_> {
 pub fn genesys_event(id: &EventId<'_>, timestamp: &str) -> serde_json::Value {
     json!({
         "type": format!("v2.agents.{}.events", id.agent),
-        "data": { "agentId": id.agent, "seq": id.seq, "state": "available" },
+        "data": id.body("available"),
         "metadata": { "id": id.correlation_id(), "timestamp": timestamp, "seq": id.seq },
     })
 }
@@ -107,7 +117,7 @@ pub fn genesys_event(id: &EventId<'_>, timestamp: &str) -> serde_json::Value {
 pub fn nice_event(id: &EventId<'_>, timestamp: &str) -> serde_json::Value {
     json!({
         "eventType": "agentState",
-        "payload": { "agentId": id.agent, "seq": id.seq, "state": "Available" },
+        "payload": id.body("Available"),
         "correlationId": id.correlation_id(),
         "timestamp": timestamp,
     })
@@ -133,9 +143,9 @@ mod tests {
 
     const ID: EventId<'static> = EventId {
         instance: "platform-1",
-        session: 7,
         agent: "agent-42",
         seq: 3,
+        routing_key: None,
     };
     const TS: &str = "2024-05-01T12:00:00.250Z";
 
@@ -144,7 +154,7 @@ mod tests {
         let expected = json!({
             "type": "v2.agents.agent-42.events",
             "data": {"agentId": "agent-42", "seq": 3, "state": "available"},
-            "metadata": {"id": "platform-1-7-3", "timestamp": TS, "seq": 3},
+            "metadata": {"id": "platform-1-agent-42-3", "timestamp": TS, "seq": 3},
         });
         assert_eq!(genesys_event(&ID, TS), expected);
     }
@@ -154,10 +164,21 @@ mod tests {
         let expected = json!({
             "eventType": "agentState",
             "payload": {"agentId": "agent-42", "seq": 3, "state": "Available"},
-            "correlationId": "platform-1-7-3",
+            "correlationId": "platform-1-agent-42-3",
             "timestamp": TS,
         });
         assert_eq!(nice_event(&ID, TS), expected);
+    }
+
+    #[test]
+    fn routing_key_is_in_the_body_when_known() {
+        let id = EventId {
+            routing_key: Some("rk-1"),
+            ..ID
+        };
+        assert_eq!(genesys_event(&id, TS)["data"]["routingKey"], "rk-1");
+        assert_eq!(nice_event(&id, TS)["payload"]["routingKey"], "rk-1");
+        assert!(nice_event(&ID, TS)["payload"].get("routingKey").is_none());
     }
 
     #[test]

@@ -2,16 +2,27 @@
 //! WebSocket sessions that echo and emit events, an OAuth 2.0 token endpoint with failure
 //! injection, and `/_mock/*` endpoints that expose what it saw.
 //!
+//! Events are numbered per agent (not per session), kept in a bounded per-agent history, and
+//! replayed with a deliberate overlap to a client that reconnects with `since=<RFC 3339>` or
+//! `cursor=<seq>`. Sessions can misbehave on request (`?fault=` or `--fault`, see
+//! [`SessionFault`]), and can speak permessage-deflate (`--deflate`).
+//!
 //! Use [`MockPlatform::new`] plus [`MockPlatform::serve`] to run it on a listener you bound, or
 //! [`spawn`] to run it on a background task and stop it with [`MockHandle::shutdown`].
 
 pub mod clock;
+pub mod deflate;
 pub mod envelope;
+pub mod fault;
+pub mod frame;
+pub mod history;
 pub mod oauth;
 pub mod records;
 mod server;
+mod session;
 pub mod upgrade;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -24,11 +35,14 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 pub use envelope::{Envelope, EnvelopeMode};
+pub use fault::SessionFault;
+pub use history::{AgentHistoryView, HistoryLimits, ResumePoint, SentEvent};
 pub use oauth::{FaultSettings, Secret, TokenFault};
 pub use records::{SessionRecord, TokenRequestRecord};
 
+use history::EventHistory;
 use oauth::TokenAuthority;
-use records::{SessionLog, TokenRequestLog};
+use records::{LiveSession, SessionLog, TokenRequestLog};
 
 /// Where `sbctl mock-platform` listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9001";
@@ -40,13 +54,26 @@ pub const MAX_EVENT_RATE: f64 = 1000.0;
 pub const MAX_RECORDS_LIMIT: usize = 1_000_000;
 /// Longest instance name accepted; it is repeated in every event id.
 pub const MAX_NAME_CHARS: usize = 64;
+/// Longest agent id accepted in an upgrade request; it keys the history and is in every event.
+pub const MAX_AGENT_BYTES: usize = 256;
+/// Highest `--replay-overlap` accepted.
+pub const MAX_REPLAY_OVERLAP: usize = 1000;
+/// Highest `--history-events` accepted.
+pub const MAX_HISTORY_EVENTS: usize = 100_000;
+/// Highest `--history-agents` accepted.
+pub const MAX_HISTORY_AGENTS: usize = 1_000_000;
+/// Most events one `POST /_mock/burst` may ask for.
+pub const MAX_BURST: u64 = records::MAX_PENDING_BURST;
+/// Highest `--fault-after` / `--drop-after` accepted.
+pub const MAX_FAULT_AFTER: u64 = 1_000_000;
 
 /// Everything `sbctl mock-platform` can be told, before validation.
 #[derive(Debug, Clone)]
 pub struct MockConfig {
     /// Identifies this instance in records and event ids.
     pub name: String,
-    /// Unsolicited events per second per session; 0 means echo only.
+    /// Unsolicited events per second per session; 0 means echo only (protocol-conformance mode:
+    /// every message the client gets is an echo, a replayed event or a burst it asked for).
     pub event_rate: f64,
     pub envelope: EnvelopeMode,
     /// Session records kept (and token-request records kept); the oldest go first.
@@ -63,6 +90,22 @@ pub struct MockConfig {
     pub max_connections: usize,
     /// Log session open/close lines to stderr.
     pub verbose: bool,
+    /// Events before the resume point that a replay resends on purpose.
+    pub replay_overlap: usize,
+    /// Events kept per agent for replay.
+    pub history_events_per_agent: usize,
+    /// Agents whose history is kept; the least recently active is forgotten first.
+    pub history_agents: usize,
+    /// Accept permessage-deflate (RFC 7692) when the client offers it.
+    pub deflate: bool,
+    /// Fault of sessions that do not ask for one with `?fault=`.
+    pub fault: SessionFault,
+    /// Events a session sends before a frame-violation fault fires.
+    pub fault_after: u64,
+    /// Events a session sends before the `drop` fault closes it.
+    pub drop_after: u64,
+    /// Size of the `oversized` fault's message.
+    pub oversized_bytes: usize,
 }
 
 impl Default for MockConfig {
@@ -80,6 +123,14 @@ impl Default for MockConfig {
             max_tokens: oauth::MAX_REMEMBERED_TOKENS,
             max_connections: 10_000,
             verbose: false,
+            replay_overlap: 3,
+            history_events_per_agent: 1000,
+            history_agents: 10_000,
+            deflate: false,
+            fault: SessionFault::None,
+            fault_after: 0,
+            drop_after: fault::DEFAULT_DROP_AFTER,
+            oversized_bytes: fault::DEFAULT_OVERSIZED_BYTES,
         }
     }
 }
@@ -103,6 +154,18 @@ pub enum MockConfigError {
     MaxTokens(usize),
     #[error("max_connections: must be 1..=1000000, got {0}")]
     MaxConnections(usize),
+    #[error("replay_overlap: must be 0..={MAX_REPLAY_OVERLAP}, got {0}")]
+    ReplayOverlap(usize),
+    #[error("history_events_per_agent: must be 1..={MAX_HISTORY_EVENTS}, got {0}")]
+    HistoryEvents(usize),
+    #[error("history_agents: must be 1..={MAX_HISTORY_AGENTS}, got {0}")]
+    HistoryAgents(usize),
+    #[error("fault_after: must be 0..={MAX_FAULT_AFTER}, got {0}")]
+    FaultAfter(u64),
+    #[error("drop_after: must be 0..={MAX_FAULT_AFTER}, got {0}")]
+    DropAfter(u64),
+    #[error("oversized_bytes: must be 1..={max}, got {0}", max = fault::MAX_OVERSIZED_BYTES)]
+    OversizedBytes(usize),
 }
 
 /// The validated, immutable part of the configuration.
@@ -115,6 +178,12 @@ struct Settings {
     max_connections: usize,
     websocket: WebSocketConfig,
     verbose: bool,
+    replay_overlap: usize,
+    deflate: bool,
+    fault: SessionFault,
+    fault_after: u64,
+    drop_after: u64,
+    oversized_bytes: usize,
 }
 
 /// State shared by every connection of one mock platform.
@@ -124,6 +193,9 @@ struct Shared {
     sessions: Mutex<SessionLog>,
     token_requests: Mutex<TokenRequestLog>,
     authority: Mutex<TokenAuthority>,
+    history: Mutex<EventHistory>,
+    /// Sessions whose task is running, by number (at most `max_connections`).
+    live: Mutex<HashMap<u64, Arc<LiveSession>>>,
 }
 
 /// Locks, carrying on past a poisoned lock: every critical section here leaves the data
@@ -177,6 +249,26 @@ impl MockPlatform {
         if !(1..=1_000_000).contains(&config.max_connections) {
             return Err(MockConfigError::MaxConnections(config.max_connections));
         }
+        if config.replay_overlap > MAX_REPLAY_OVERLAP {
+            return Err(MockConfigError::ReplayOverlap(config.replay_overlap));
+        }
+        if !(1..=MAX_HISTORY_EVENTS).contains(&config.history_events_per_agent) {
+            return Err(MockConfigError::HistoryEvents(
+                config.history_events_per_agent,
+            ));
+        }
+        if !(1..=MAX_HISTORY_AGENTS).contains(&config.history_agents) {
+            return Err(MockConfigError::HistoryAgents(config.history_agents));
+        }
+        if config.fault_after > MAX_FAULT_AFTER {
+            return Err(MockConfigError::FaultAfter(config.fault_after));
+        }
+        if config.drop_after > MAX_FAULT_AFTER {
+            return Err(MockConfigError::DropAfter(config.drop_after));
+        }
+        if !(1..=fault::MAX_OVERSIZED_BYTES).contains(&config.oversized_bytes) {
+            return Err(MockConfigError::OversizedBytes(config.oversized_bytes));
+        }
         let websocket = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE_BYTES))
             .max_frame_size(Some(MAX_MESSAGE_BYTES))
@@ -199,10 +291,21 @@ impl MockPlatform {
                     max_connections: config.max_connections,
                     websocket,
                     verbose: config.verbose,
+                    replay_overlap: config.replay_overlap,
+                    deflate: config.deflate,
+                    fault: config.fault,
+                    fault_after: config.fault_after,
+                    drop_after: config.drop_after,
+                    oversized_bytes: config.oversized_bytes,
                 },
                 sessions: Mutex::new(SessionLog::new(config.max_records)),
                 token_requests: Mutex::new(TokenRequestLog::new(config.max_records)),
                 authority: Mutex::new(authority),
+                history: Mutex::new(EventHistory::new(HistoryLimits {
+                    events_per_agent: config.history_events_per_agent,
+                    agents: config.history_agents,
+                })),
+                live: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -242,11 +345,49 @@ impl MockPlatform {
         lock(&self.shared.authority).fault_settings()
     }
 
-    /// Forgets session and token-request records (issued tokens stay valid).
-    pub fn reset(&self) {
-        lock(&self.shared.sessions).clear();
-        lock(&self.shared.token_requests).clear();
+    /// The events kept for `agent` (sequence numbers and send times), if any.
+    pub fn history(&self, agent: &str) -> Option<AgentHistoryView> {
+        lock(&self.shared.history).view(agent)
     }
+
+    /// Asks every running session of `agent` (every running session when `None`) to send
+    /// `count` events as fast as it can. Returns how many sessions were asked.
+    pub fn burst(&self, agent: Option<&str>, count: u64) -> Result<usize, BurstError> {
+        Self::burst_on(&self.shared, agent, count)
+    }
+
+    fn burst_on(shared: &Shared, agent: Option<&str>, count: u64) -> Result<usize, BurstError> {
+        if count > MAX_BURST {
+            return Err(BurstError::TooMany(count));
+        }
+        let live = lock(&shared.live);
+        let mut asked = 0;
+        for session in live.values() {
+            let session_agent = session
+                .info
+                .agent
+                .as_deref()
+                .unwrap_or(envelope::UNKNOWN_AGENT);
+            if agent.is_none_or(|wanted| wanted == session_agent) && !session.is_closed() {
+                session.request_burst(count);
+                asked += 1;
+            }
+        }
+        Ok(asked)
+    }
+
+    /// Forgets session and token-request records and every agent's event history (sequences
+    /// start again at 1). Issued tokens stay valid.
+    pub fn reset(&self) {
+        server::reset(&self.shared);
+    }
+}
+
+/// A burst request that cannot be carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BurstError {
+    #[error("count: must be 0..={MAX_BURST}, got {0}")]
+    TooMany(u64),
 }
 
 /// A mock platform running on a background task.

@@ -8,9 +8,15 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::Serialize;
+use tokio::sync::Notify;
 
 /// Sentinel in `LiveSession::close_code` for "no Close frame received" (codes are u16).
 const NO_CLOSE_CODE: u32 = u32::MAX;
+/// Sentinel in `first_seq` / `last_seq` for "no event of the session's agent sent yet"
+/// (sequences start at 1).
+const NO_SEQ: u64 = 0;
+/// Most burst events a session can have waiting; further requests are cut to this.
+pub const MAX_PENDING_BURST: u64 = 100_000;
 
 /// What is fixed about a session at upgrade time.
 #[derive(Debug, Clone)]
@@ -24,6 +30,23 @@ pub struct SessionInfo {
     pub agent: Option<String>,
     pub routing_key: Option<String>,
     pub connected_at_ms: u64,
+    /// The session's fault mode (`none` for a healthy session).
+    pub fault: &'static str,
+    /// The client offered permessage-deflate.
+    pub deflate_offered: bool,
+    /// The server accepted it (needs `--deflate`).
+    pub deflate_negotiated: bool,
+}
+
+/// What kind of event a session sent, for its counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SentKind {
+    /// A new event of the session's agent.
+    Live { seq: u64 },
+    /// A resent event of the session's agent (replay after `since` / `cursor`).
+    Replayed { seq: u64 },
+    /// An event of another agent (the `misrouted` fault).
+    Misrouted,
 }
 
 /// One upgraded WebSocket session: fixed facts plus counters the session task updates.
@@ -35,6 +58,14 @@ pub struct LiveSession {
     frames_out: AtomicU64,
     closed: AtomicBool,
     close_code: AtomicU32,
+    events_sent: AtomicU64,
+    replayed: AtomicU64,
+    misrouted: AtomicU64,
+    first_seq: AtomicU64,
+    last_seq: AtomicU64,
+    fault_fired: AtomicBool,
+    burst_pending: AtomicU64,
+    burst_wake: Notify,
 }
 
 impl LiveSession {
@@ -51,6 +82,74 @@ impl LiveSession {
     /// Remembers the code of the client's Close frame (RFC 6455 §5.5.1).
     pub fn set_close_code(&self, code: u16) {
         self.close_code.store(u32::from(code), Ordering::Relaxed);
+    }
+
+    /// Counts one event sent (it is also counted by `count_out`).
+    pub fn count_event(&self, kind: SentKind) {
+        self.events_sent.fetch_add(1, Ordering::Relaxed);
+        let seq = match kind {
+            SentKind::Live { seq } => seq,
+            SentKind::Replayed { seq } => {
+                self.replayed.fetch_add(1, Ordering::Relaxed);
+                seq
+            }
+            SentKind::Misrouted => {
+                self.misrouted.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let _ = self
+            .first_seq
+            .compare_exchange(NO_SEQ, seq, Ordering::Relaxed, Ordering::Relaxed);
+        self.last_seq.store(seq, Ordering::Relaxed);
+    }
+
+    /// Events sent so far (live, replayed and misrouted).
+    pub fn events_sent(&self) -> u64 {
+        self.events_sent.load(Ordering::Relaxed)
+    }
+
+    /// Remembers that the session's fault happened (frame written, or connection dropped).
+    pub fn mark_fault_fired(&self) {
+        self.fault_fired.store(true, Ordering::Relaxed);
+    }
+
+    /// Asks the session to send `count` more events as fast as it can; what is already waiting
+    /// plus `count` is cut to `MAX_PENDING_BURST`.
+    pub fn request_burst(&self, count: u64) {
+        let _ = self
+            .burst_pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |pending| {
+                Some(pending.saturating_add(count).min(MAX_PENDING_BURST))
+            });
+        self.burst_wake.notify_one();
+    }
+
+    /// Takes up to `most` waiting burst events.
+    pub fn take_burst(&self, most: u64) -> u64 {
+        let mut taken = 0;
+        let _ = self
+            .burst_pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |pending| {
+                taken = pending.min(most);
+                Some(pending - taken)
+            });
+        taken
+    }
+
+    /// Burst events still waiting.
+    pub fn burst_pending(&self) -> u64 {
+        self.burst_pending.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when a burst is requested (or was requested since the last wait).
+    pub async fn burst_requested(&self) {
+        self.burst_wake.notified().await;
+    }
+
+    /// True once the session task has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     pub fn mark_closed(&self) {
@@ -72,6 +171,15 @@ impl LiveSession {
             close_code,
             frames_in: self.frames_in.load(Ordering::Relaxed),
             frames_out: self.frames_out.load(Ordering::Relaxed),
+            fault: self.info.fault.to_owned(),
+            fault_fired: self.fault_fired.load(Ordering::Relaxed),
+            deflate_offered: self.info.deflate_offered,
+            deflate_negotiated: self.info.deflate_negotiated,
+            events_sent: self.events_sent.load(Ordering::Relaxed),
+            replayed: self.replayed.load(Ordering::Relaxed),
+            misrouted: self.misrouted.load(Ordering::Relaxed),
+            first_seq: Some(self.first_seq.load(Ordering::Relaxed)).filter(|seq| *seq != NO_SEQ),
+            last_seq: Some(self.last_seq.load(Ordering::Relaxed)).filter(|seq| *seq != NO_SEQ),
         }
     }
 }
@@ -93,6 +201,22 @@ pub struct SessionRecord {
     pub frames_in: u64,
     /// Text and binary messages sent: echoes plus events.
     pub frames_out: u64,
+    /// Fault mode of the session (`none`, or a `--fault` / `?fault=` mode).
+    pub fault: String,
+    /// The fault happened: its frame was written, or the connection was dropped.
+    pub fault_fired: bool,
+    pub deflate_offered: bool,
+    pub deflate_negotiated: bool,
+    /// Events sent: live, replayed and misrouted.
+    pub events_sent: u64,
+    /// Of those, resent from the agent's history after `since` / `cursor`.
+    pub replayed: u64,
+    /// Of those, another agent's events (the `misrouted` fault).
+    pub misrouted: u64,
+    /// Sequence number of the first and last event of the session's agent sent (replayed ones
+    /// included, misrouted ones not).
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
 }
 
 impl SessionRecord {
@@ -134,6 +258,14 @@ impl SessionLog {
             frames_out: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             close_code: AtomicU32::new(NO_CLOSE_CODE),
+            events_sent: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
+            misrouted: AtomicU64::new(0),
+            first_seq: AtomicU64::new(NO_SEQ),
+            last_seq: AtomicU64::new(NO_SEQ),
+            fault_fired: AtomicBool::new(false),
+            burst_pending: AtomicU64::new(0),
+            burst_wake: Notify::new(),
         });
         while self.sessions.len() >= self.max_records {
             self.sessions.pop_front();
@@ -224,6 +356,9 @@ mod tests {
             agent: agent.map(str::to_owned),
             routing_key: None,
             connected_at_ms: 5,
+            fault: "none",
+            deflate_offered: false,
+            deflate_negotiated: false,
         }
     }
 
@@ -255,6 +390,37 @@ mod tests {
         assert!(record.closed);
         assert_eq!(record.close_code, Some(1000));
         assert_eq!(record.header("host"), Some("example"));
+    }
+
+    #[test]
+    fn event_counters_track_seqs_of_the_own_agent() {
+        let mut log = SessionLog::new(10);
+        let live = log.open(info(Some("a1")));
+        assert_eq!(
+            (live.snapshot().first_seq, live.snapshot().last_seq),
+            (None, None)
+        );
+        live.count_event(SentKind::Replayed { seq: 4 });
+        live.count_event(SentKind::Live { seq: 5 });
+        live.count_event(SentKind::Misrouted);
+        live.count_event(SentKind::Live { seq: 6 });
+        let record = live.snapshot();
+        assert_eq!(record.events_sent, 4);
+        assert_eq!((record.replayed, record.misrouted), (1, 1));
+        assert_eq!((record.first_seq, record.last_seq), (Some(4), Some(6)));
+    }
+
+    #[test]
+    fn bursts_are_bounded_and_taken_in_chunks() {
+        let mut log = SessionLog::new(10);
+        let live = log.open(info(None));
+        live.request_burst(MAX_PENDING_BURST);
+        live.request_burst(5);
+        assert_eq!(live.burst_pending(), MAX_PENDING_BURST);
+        assert_eq!(live.take_burst(64), 64);
+        assert_eq!(live.burst_pending(), MAX_PENDING_BURST - 64);
+        assert_eq!(live.take_burst(u64::MAX), MAX_PENDING_BURST - 64);
+        assert_eq!(live.take_burst(64), 0);
     }
 
     #[test]

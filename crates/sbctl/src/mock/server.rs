@@ -1,7 +1,7 @@
 //! The network edge of the mock platform: accept loop, HTTP/1.1 routing, WebSocket sessions.
 //!
 //! Sessions are generic over the upgraded stream, so an HTTP/2 extended CONNECT (RFC 8441)
-//! listener can later hand its streams to the same `run_session`.
+//! listener can later hand its streams to the same `session::run`.
 
 use std::future::Future;
 use std::io;
@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -18,31 +17,27 @@ use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio::time::{interval_at, timeout, Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
+use tokio::time::timeout;
 
-use super::clock::{rfc3339_ms, unix_ms_now};
-use super::envelope::{self, Envelope, EventId};
+use super::clock::{parse_rfc3339_ms, unix_ms_now};
+use super::deflate;
+use super::envelope;
+use super::fault::SessionFault;
+use super::history::ResumePoint;
 use super::oauth::{self, parse_form, TokenFault, TokenRequest};
-use super::records::{LiveSession, SessionInfo, TokenRequestRecord};
+use super::records::{SessionInfo, TokenRequestRecord};
+use super::session::{self, SessionPlan, SHUTDOWN_GRACE};
 use super::upgrade::{self, UpgradeError};
-use super::{lock, Shared};
+use super::{lock, MockPlatform, Shared, MAX_AGENT_BYTES, MAX_FAULT_AFTER};
 
 /// Time allowed for a request's headers to arrive.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time allowed for a (bounded) request body to arrive.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time allowed for one WebSocket send before the session is given up as stuck.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time open sessions get to exchange Close frames once shutdown starts.
-const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Largest body accepted by the `/_mock/*` endpoints.
@@ -61,9 +56,7 @@ struct DropConnection;
 /// An accepted upgrade waiting for hyper to hand over the connection.
 struct PendingSession {
     on_upgrade: OnUpgrade,
-    live: Arc<LiveSession>,
-    envelope: Envelope,
-    agent: String,
+    plan: SessionPlan,
 }
 
 /// Set by the request handler when it answers 101, taken by the connection task afterwards.
@@ -155,31 +148,18 @@ async fn serve_connection(
     }
     let pending = lock(&slot).take();
     if let Some(pending) = pending {
+        let live = Arc::clone(&pending.plan.live);
         match pending.on_upgrade.await {
             Ok(upgraded) => {
-                let websocket = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(shared.settings.websocket),
-                )
-                .await;
-                run_session(
-                    &shared,
-                    websocket,
-                    &pending.live,
-                    pending.envelope,
-                    &pending.agent,
-                    stop,
-                )
-                .await;
+                session::run(&shared, TokioIo::new(upgraded), pending.plan, stop).await;
             }
             Err(error) => {
                 if shared.settings.verbose {
-                    eprintln!("session {}: upgrade failed: {error}", pending.live.session);
+                    eprintln!("session {}: upgrade failed: {error}", live.session);
                 }
             }
         }
-        pending.live.mark_closed();
+        live.mark_closed();
     }
 }
 
@@ -222,6 +202,16 @@ fn accept_websocket(
         }
         Err(error) => return text(StatusCode::BAD_REQUEST, &format!("{error}\n")),
     };
+    let options = match SessionOptions::from_query(request.uri().query(), &shared.settings) {
+        Ok(options) => options,
+        Err(error) => return text(StatusCode::BAD_REQUEST, &format!("{error}\n")),
+    };
+    let deflate_offered = deflate::offered(request.headers());
+    let deflate = if shared.settings.deflate {
+        deflate::negotiate(request.headers())
+    } else {
+        None
+    };
 
     let headers: Vec<(String, String)> = request
         .headers()
@@ -246,6 +236,15 @@ fn accept_websocket(
     ]
     .into_iter()
     .find_map(first_header);
+    if agent
+        .as_ref()
+        .is_some_and(|agent| agent.len() > MAX_AGENT_BYTES)
+    {
+        return text(
+            StatusCode::BAD_REQUEST,
+            &format!("agent id longer than {MAX_AGENT_BYTES} bytes\n"),
+        );
+    }
     let routing_key = first_header(ROUTING_KEY_HEADER);
     let envelope = shared
         .settings
@@ -260,23 +259,36 @@ fn accept_websocket(
         ),
         headers,
         agent: agent.clone(),
-        routing_key,
+        routing_key: routing_key.clone(),
         connected_at_ms: unix_ms_now(),
+        fault: options.fault.as_str(),
+        deflate_offered,
+        deflate_negotiated: deflate.is_some(),
     };
     let live = lock(&shared.sessions).open(info);
     if shared.settings.verbose {
         eprintln!(
-            "session {}: open agent={} envelope={}",
+            "session {}: open agent={} envelope={} fault={} deflate={} replay={}",
             live.session,
             agent.as_deref().unwrap_or(envelope::UNKNOWN_AGENT),
-            envelope.as_str()
+            envelope.as_str(),
+            options.fault.as_str(),
+            deflate.is_some(),
+            options.resume.is_some(),
         );
     }
     *lock(slot) = Some(PendingSession {
         on_upgrade: hyper::upgrade::on(&mut request),
-        live,
-        envelope,
-        agent: agent.unwrap_or_else(|| envelope::UNKNOWN_AGENT.to_owned()),
+        plan: SessionPlan {
+            live,
+            envelope,
+            agent: agent.unwrap_or_else(|| envelope::UNKNOWN_AGENT.to_owned()),
+            routing_key,
+            resume: options.resume,
+            fault: options.fault,
+            fault_after: options.fault_after,
+            deflate,
+        },
     });
 
     let mut response = Response::new(Full::new(Bytes::new()));
@@ -293,104 +305,107 @@ fn accept_websocket(
             HeaderValue::from_static(protocol),
         );
     }
+    if let Some(agreement) = deflate {
+        if let Ok(value) = HeaderValue::from_str(&agreement.response_header()) {
+            response_headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+        }
+    }
     response
 }
 
-/// Echoes data messages, emits events at the configured rate, and records what happened.
-/// Ends when the client goes away, a send stalls, or the server shuts down.
-async fn run_session<S>(
-    shared: &Shared,
-    mut websocket: WebSocketStream<S>,
-    live: &LiveSession,
-    envelope: Envelope,
-    agent: &str,
-    mut stop: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut ticker = shared.settings.event_period.map(|period| {
-        let mut ticker = interval_at(Instant::now() + period, period);
-        // A slow client gets fewer events, not a burst of catch-up events.
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        ticker
-    });
-    let mut event_seq: u64 = 0;
-    let mut closing = false;
-    loop {
-        let next_tick = async {
-            match ticker.as_mut() {
-                Some(ticker) => {
-                    ticker.tick().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
+/// What the upgrade request's query asks of the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SessionOptions {
+    resume: Option<ResumePoint>,
+    fault: SessionFault,
+    fault_after: u64,
+}
+
+/// A query parameter of the upgrade request that cannot be honoured.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum QueryError {
+    #[error("query: {0}")]
+    Form(String),
+    #[error(
+        "since: must be an RFC 3339 date-time at or after 1970, e.g. 2024-05-01T12:00:00.250Z"
+    )]
+    Since,
+    #[error("cursor: must be the decimal seq of the last event received")]
+    Cursor,
+    #[error("since and cursor: give one, not both")]
+    SinceAndCursor,
+    #[error("fault: {0}")]
+    Fault(String),
+    #[error("fault_after: must be 0..={MAX_FAULT_AFTER}")]
+    FaultAfter,
+}
+
+impl SessionOptions {
+    /// Reads `since`, `cursor`, `fault` and `fault_after`; other parameters are the client's own
+    /// business. The last of a repeated parameter wins.
+    fn from_query(query: Option<&str>, settings: &super::Settings) -> Result<Self, QueryError> {
+        let pairs = parse_form(query.unwrap_or_default().as_bytes())
+            .map_err(|error| QueryError::Form(error.to_string()))?;
+        let value = |name: &str| {
+            pairs
+                .iter()
+                .rev()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.as_str())
         };
-        tokio::select! {
-            incoming = websocket.next() => match incoming {
-                None => break,
-                Some(Err(error)) => {
-                    if shared.settings.verbose {
-                        eprintln!("session {}: read ended: {error}", live.session);
-                    }
-                    break;
+        let since = value("since")
+            .map(|text| parse_rfc3339_ms(text).ok_or(QueryError::Since))
+            .transpose()?;
+        let cursor = value("cursor")
+            .map(|text| {
+                if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+                    return Err(QueryError::Cursor);
                 }
-                Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                    live.count_in();
-                    if closing {
-                        continue;
-                    }
-                    if !send(&mut websocket, message).await {
-                        break;
-                    }
-                    live.count_out();
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    if let Some(frame) = frame {
-                        live.set_close_code(u16::from(frame.code));
-                    }
-                    // tungstenite answers the Close itself; keep reading until it is flushed.
-                    closing = true;
-                }
-                // Pings are answered by tungstenite; pongs and raw frames need nothing.
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-            },
-            () = next_tick, if !closing => {
-                event_seq += 1;
-                let id = EventId {
-                    instance: &shared.settings.name,
-                    session: live.session,
-                    agent,
-                    seq: event_seq,
-                };
-                let event = envelope::event_text(envelope, &id, &rfc3339_ms(unix_ms_now()));
-                if !send(&mut websocket, Message::text(event)).await {
-                    break;
-                }
-                live.count_out();
-            }
-            _ = stop.changed() => {
-                // RFC 6455 §7.4.1: 1001 means the endpoint is going away (server shutdown).
-                let close = CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() };
-                let _ = timeout(SEND_TIMEOUT.min(SHUTDOWN_GRACE), websocket.close(Some(close))).await;
-                break;
-            }
-        }
-    }
-    live.mark_closed();
-    if shared.settings.verbose {
-        eprintln!("session {}: closed", live.session);
+                text.parse::<u64>().map_err(|_| QueryError::Cursor)
+            })
+            .transpose()?;
+        let resume = match (since, cursor) {
+            (Some(_), Some(_)) => return Err(QueryError::SinceAndCursor),
+            (Some(unix_ms), None) => Some(ResumePoint::Since { unix_ms }),
+            (None, Some(seq)) => Some(ResumePoint::Cursor { seq }),
+            (None, None) => None,
+        };
+        let fault = match value("fault") {
+            Some(name) => name.parse::<SessionFault>().map_err(QueryError::Fault)?,
+            None => settings.fault,
+        };
+        let fault_after = match value("fault_after") {
+            Some(text) => text
+                .parse::<u64>()
+                .ok()
+                .filter(|after| *after <= MAX_FAULT_AFTER)
+                .ok_or(QueryError::FaultAfter)?,
+            None if fault == SessionFault::Drop => settings.drop_after,
+            None => settings.fault_after,
+        };
+        Ok(Self {
+            resume,
+            fault,
+            fault_after,
+        })
     }
 }
 
-/// Sends one message within `SEND_TIMEOUT`; false means the session should end.
-async fn send<S>(websocket: &mut WebSocketStream<S>, message: Message) -> bool
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    matches!(
-        timeout(SEND_TIMEOUT, websocket.send(message)).await,
-        Ok(Ok(()))
-    )
+/// Forgets records and history (`POST /_mock/reset`, `MockPlatform::reset`).
+pub(super) fn reset(shared: &Shared) {
+    lock(&shared.sessions).clear();
+    lock(&shared.token_requests).clear();
+    lock(&shared.history).clear();
+}
+
+/// Body of `POST /_mock/burst`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BurstRequest {
+    /// Only this agent's sessions; `null` or absent: every session.
+    #[serde(default)]
+    agent: Option<String>,
+    count: u64,
 }
 
 async fn token_endpoint(
@@ -480,9 +495,53 @@ async fn control(shared: &Shared, request: Request<Incoming>) -> HttpResponse {
             )
         }
         ("/_mock/reset", Method::POST) => {
-            lock(&shared.sessions).clear();
-            lock(&shared.token_requests).clear();
+            reset(shared);
             text(StatusCode::OK, "ok")
+        }
+        ("/_mock/history", Method::GET) => {
+            let query = request.uri().query().unwrap_or_default().as_bytes();
+            let agent = match parse_form(query) {
+                Ok(pairs) => pairs
+                    .into_iter()
+                    .find(|(name, _)| name == "agent")
+                    .map(|(_, value)| value),
+                Err(error) => return text(StatusCode::BAD_REQUEST, &format!("{error}\n")),
+            };
+            let Some(agent) = agent else {
+                return text(StatusCode::BAD_REQUEST, "agent: required\n");
+            };
+            match lock(&shared.history).view(&agent) {
+                Some(view) => json(StatusCode::OK, &view),
+                None => json(
+                    StatusCode::NOT_FOUND,
+                    &serde_json::json!({ "error": "no history for this agent" }),
+                ),
+            }
+        }
+        ("/_mock/burst", Method::POST) => {
+            let body = match read_body(request, MAX_CONTROL_BODY_BYTES).await {
+                Ok(body) => body,
+                Err(status) => return text(status, "body too large or too slow\n"),
+            };
+            let burst: BurstRequest = match serde_json::from_slice(&body) {
+                Ok(burst) => burst,
+                Err(error) => {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        &serde_json::json!({ "error": error.to_string() }),
+                    )
+                }
+            };
+            match MockPlatform::burst_on(shared, burst.agent.as_deref(), burst.count) {
+                Ok(sessions) => json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "sessions": sessions, "count": burst.count }),
+                ),
+                Err(error) => json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({ "error": error.to_string() }),
+                ),
+            }
         }
         ("/_mock/token-requests", Method::GET) => {
             json(StatusCode::OK, &lock(&shared.token_requests).snapshot())
@@ -510,10 +569,10 @@ async fn control(shared: &Shared, request: Request<Incoming>) -> HttpResponse {
                 ),
             }
         }
-        ("/_mock/health" | "/_mock/sessions" | "/_mock/token-requests", _) => {
+        ("/_mock/health" | "/_mock/sessions" | "/_mock/token-requests" | "/_mock/history", _) => {
             method_not_allowed("GET")
         }
-        ("/_mock/reset", _) => method_not_allowed("POST"),
+        ("/_mock/reset" | "/_mock/burst", _) => method_not_allowed("POST"),
         ("/_mock/token-fault", _) => method_not_allowed("GET, POST"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
