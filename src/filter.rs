@@ -7,13 +7,27 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use switchboard_core::config::Config;
+use switchboard_core::dedup::{decode_owned, encode_owned, ring_key, Delivery};
+use switchboard_core::events::EnvelopeSpec;
+use switchboard_core::resume::{add_resume_param, set_key, ResumeSet};
+use switchboard_core::session::{
+    AgentStore, ChunkOutcome, ChunkReport, SessionFeatures, SessionOwner, WsSession,
+};
 use switchboard_core::upgrade::{
     self, check_answered_subprotocol, upstream_result, RejectReason, SubprotocolAnswer,
     SubprotocolPlan, Verdict, VerdictCache,
 };
+use switchboard_core::ws::Limits;
 
-use crate::host::{self, MapKind};
-use crate::metrics::{Family, Metrics, SESSIONS_ACTIVE, UPGRADE_FILTER_TIME_US};
+use crate::host::{self, BufferKind, MapKind, SharedWrite};
+use crate::metrics::{
+    close_label, code_label, Family, Metrics, SESSIONS_ACTIVE, UPGRADE_FILTER_TIME_US,
+};
+
+/// Slots of the shared dedup table (one ring per agent in a slot; see `core::dedup`).
+const DEDUP_SLOTS: u32 = 16_384;
+/// Compare-and-swap attempts on a contended shared-data value before giving up on the update.
+const CAS_ATTEMPTS: usize = 3;
 
 /// What every stream of this VM shares.
 struct Shared {
@@ -78,6 +92,8 @@ impl RootContext for Root {
             upgrade_requested: false,
             upgraded: false,
             subprotocols: SubprotocolPlan::default(),
+            identity: None,
+            session: None,
         }))
     }
 
@@ -105,6 +121,70 @@ struct Stream {
     upgrade_requested: bool,
     upgraded: bool,
     subprotocols: SubprotocolPlan,
+    identity: Option<upgrade::SessionIdentity>,
+    session: Option<WsSession>,
+}
+
+/// Per-agent dedup windows and resume positions in Envoy shared data, shared by every worker.
+struct SharedAgentStore<'a> {
+    config: &'a Config,
+}
+
+impl SharedAgentStore<'_> {
+    /// Read-modify-write of one shared value with compare-and-swap, a bounded number of times.
+    fn update<T>(
+        &self,
+        key: &str,
+        mut change: impl FnMut(Option<&[u8]>) -> (Vec<u8>, T),
+        fallback: T,
+    ) -> T {
+        for _ in 0..CAS_ATTEMPTS {
+            let (current, cas) = match host::shared_get(key) {
+                Ok(Some((bytes, cas))) => (Some(bytes), cas),
+                Ok(None) => (None, 0),
+                Err(_) => return fallback,
+            };
+            let (next, result) = change(current.as_deref());
+            match host::shared_set(key, &next, cas) {
+                Ok(SharedWrite::Written) => return result,
+                Ok(SharedWrite::CasMismatch) => continue,
+                Err(_) => return result,
+            }
+        }
+        fallback
+    }
+}
+
+impl AgentStore for SharedAgentStore<'_> {
+    fn deliver(&mut self, routing_key: &str, event_id_digest: u64, now_ms: u64) -> Delivery {
+        let Some(window) = self.config.frames.dedup else {
+            return Delivery::New;
+        };
+        self.update(
+            &ring_key(routing_key, DEDUP_SLOTS),
+            |stored| {
+                let mut ring = decode_owned(stored.unwrap_or(&[]), routing_key, window.capacity);
+                let delivery = ring.check_and_record(event_id_digest, now_ms, window);
+                (encode_owned(routing_key, &ring), delivery)
+            },
+            Delivery::New,
+        )
+    }
+
+    fn record_position(&mut self, routing_key: &str, position: &str, now_ms: u64) {
+        let Some((_, ttl_ms, slots)) = &self.config.frames.resume else {
+            return;
+        };
+        self.update(
+            &set_key(routing_key, *slots),
+            |stored| {
+                let mut set = ResumeSet::decode(stored.unwrap_or(&[]));
+                set.record(routing_key, position, now_ms, *ttl_ms);
+                (set.encode(), ())
+            },
+            (),
+        );
+    }
 }
 
 impl Stream {
@@ -178,7 +258,28 @@ impl Stream {
                 return self.fail_closed("setting a gateway header", err);
             }
         }
-        if let Some(path) = &forward.path {
+        let mut path = forward.path.clone();
+        if let (Some(identity), Some((param, ttl_ms, slots))) =
+            (&forward.identity, &config.frames.resume)
+        {
+            if forward.upgrade && config.frames.enabled {
+                let now_ms = host::now_nanos() / 1_000_000;
+                let stored = host::shared_get(&set_key(&identity.routing_key, *slots))
+                    .ok()
+                    .flatten();
+                let set = ResumeSet::decode(stored.as_ref().map_or(&[][..], |(bytes, _)| bytes));
+                if let Some(position) = set.position(&identity.routing_key, now_ms, *ttl_ms) {
+                    let current = path.clone().unwrap_or_else(|| {
+                        request_path(&headers).unwrap_or_else(|| "/".to_string())
+                    });
+                    if let Some(resumed) = add_resume_param(&current, param, position) {
+                        self.count(Family::Sessions, "resumed");
+                        path = Some(resumed);
+                    }
+                }
+            }
+        }
+        if let Some(path) = &path {
             if let Err(err) = host::set_header(MapKind::RequestHeaders, ":path", path) {
                 return self.fail_closed("rewriting the path", err);
             }
@@ -195,6 +296,7 @@ impl Stream {
         if forward.upgrade {
             self.upgrade_requested = true;
             self.subprotocols = forward.subprotocols;
+            self.identity = forward.identity.clone();
             if let Some(identity) = &forward.identity {
                 log::debug!(
                     "{}: upgrade admitted for routing key {}",
@@ -252,11 +354,144 @@ impl Stream {
         }
         self.upgraded = true;
         self.count(Family::Upgrades, "accepted");
+        self.start_session();
         self.shared
             .metrics
             .borrow_mut()
             .gauge_add(SESSIONS_ACTIVE, 1);
         Action::Continue
+    }
+}
+
+fn request_path(headers: &[(String, Vec<u8>)]) -> Option<String> {
+    headers
+        .iter()
+        .find(|(name, _)| name == ":path")
+        .and_then(|(_, value)| String::from_utf8(value.clone()).ok())
+}
+
+impl Stream {
+    /// After the 101: frame features start, unless the platform negotiated permessage-deflate
+    /// (then payloads are compressed and only protocol checks run).
+    fn start_session(&mut self) {
+        let config = &self.shared.config;
+        let (Some(identity), true) = (&self.identity, config.frames.enabled) else {
+            return;
+        };
+        let deflate = host::header(MapKind::ResponseHeaders, "sec-websocket-extensions")
+            .ok()
+            .flatten()
+            .is_some_and(|v| {
+                String::from_utf8_lossy(&v)
+                    .to_ascii_lowercase()
+                    .contains("permessage-deflate")
+            });
+        let frames = &config.frames;
+        let payload_features = !deflate;
+        if deflate && frames.payload_features() {
+            self.count(Family::Sessions, "deflate_passthrough");
+        }
+        let features = SessionFeatures {
+            tag_field: frames.tag_field.clone().filter(|_| payload_features),
+            tag_agent_field: frames.tag_agent_field.clone().filter(|_| payload_features),
+            dedup: frames.dedup.is_some() && payload_features,
+            guard: frames.guard && payload_features,
+            resume: frames.resume.is_some() && payload_features,
+            envelope: EnvelopeSpec::for_envelope(config.profile.defaults().envelope),
+        };
+        let limits = Limits {
+            max_frame_payload: frames.max_frame_bytes,
+            max_message: frames.max_message_bytes,
+            validate_utf8: frames.validate_utf8 && !deflate,
+            extensions_negotiated: deflate,
+        };
+        self.session = Some(WsSession::new(
+            SessionOwner {
+                agent_id: identity.agent_id.clone(),
+                routing_key: identity.routing_key.clone(),
+            },
+            features,
+            limits,
+        ));
+    }
+
+    /// One body chunk of an upgraded stream, either direction.
+    fn on_chunk(&mut self, from_client: bool, body_size: usize) -> Action {
+        let Some(session) = self.session.as_mut() else {
+            return Action::Continue;
+        };
+        let kind = if from_client {
+            BufferKind::RequestBody
+        } else {
+            BufferKind::ResponseBody
+        };
+        let chunk = match host::body(kind, body_size) {
+            Ok(chunk) => chunk,
+            Err(err) => {
+                // Without the bytes the parser would lose its place: stop inspecting, keep forwarding.
+                log::warn!(
+                    "{}: cannot read a body chunk ({err}); frame features off for this session",
+                    self.context_id
+                );
+                self.session = None;
+                self.count(Family::Sessions, "inspection_lost");
+                return Action::Continue;
+            }
+        };
+        let mut report = ChunkReport::default();
+        let outcome = if from_client {
+            session.client_chunk(&chunk, host::mask_key(), &mut report)
+        } else {
+            let now_ms = host::now_nanos() / 1_000_000;
+            let mut store = SharedAgentStore {
+                config: &self.shared.config,
+            };
+            session.platform_chunk(&chunk, now_ms, &mut store, &mut report)
+        };
+        if let ChunkOutcome::Replace(bytes) = &outcome {
+            if let Err(err) = host::replace_body(kind, body_size, bytes) {
+                log::error!("{}: cannot rewrite a body chunk: {err}", self.context_id);
+                self.count(Family::Sessions, "rewrite_failed");
+            }
+        }
+        self.record(from_client, chunk.len(), &report);
+        Action::Continue
+    }
+
+    fn record(&self, from_client: bool, bytes: usize, report: &ChunkReport) {
+        let mut metrics = self.shared.metrics.borrow_mut();
+        let dir = if from_client { "up" } else { "down" };
+        if report.frames > 0 {
+            metrics.add(Family::Frames, dir, report.frames);
+        }
+        metrics.add(
+            Family::FrameBytes,
+            dir,
+            u64::try_from(bytes).unwrap_or(u64::MAX),
+        );
+        if report.tagged > 0 {
+            metrics.add(Family::Tagging, "tagged", report.tagged);
+        }
+        if report.untagged > 0 {
+            metrics.add(Family::Tagging, "untouched", report.untagged);
+        }
+        if report.duplicates > 0 {
+            metrics.add(Family::EventDrops, "duplicate", report.duplicates);
+        }
+        if report.misrouted > 0 {
+            metrics.add(Family::EventDrops, "misrouted", report.misrouted);
+        }
+        for code in &report.closes {
+            metrics.count(Family::Closes, close_label(from_client, *code));
+        }
+        if let Some(violation) = report.violation {
+            metrics.count(Family::Violations, code_label(violation.close_code()));
+            log::debug!(
+                "{}: protocol violation from the {}: {violation:?}",
+                self.context_id,
+                if from_client { "client" } else { "platform" }
+            );
+        }
     }
 }
 
@@ -292,5 +527,13 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         self.handle_response_headers()
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        self.on_chunk(true, body_size)
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        self.on_chunk(false, body_size)
     }
 }

@@ -43,6 +43,8 @@ pub enum MapKind {
 #[derive(Debug, Clone, Copy)]
 #[repr(u32)]
 pub enum BufferKind {
+    RequestBody = 0,
+    ResponseBody = 1,
     PluginConfiguration = 7,
 }
 
@@ -75,6 +77,13 @@ extern "C" {
         max_size: usize,
         return_buffer_data: *mut *mut u8,
         return_buffer_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        size: usize,
+        buffer_data: *const u8,
+        buffer_size: usize,
     ) -> u32;
     fn proxy_get_header_map_pairs(
         map_type: u32,
@@ -199,6 +208,36 @@ pub fn plugin_configuration(size: usize) -> HostResult<Vec<u8>> {
         STATUS_NOT_FOUND => Ok(Vec::new()),
         other => Err(HostError::Status(other)),
     }
+}
+
+/// The first `size` bytes of a body buffer (the current chunk).
+pub fn body(kind: BufferKind, size: usize) -> HostResult<Vec<u8>> {
+    let mut data = null_mut();
+    let mut returned = 0usize;
+    let status = unsafe { proxy_get_buffer_bytes(kind as u32, 0, size, &mut data, &mut returned) };
+    match status {
+        STATUS_OK => Ok(unsafe { take_bytes(data, returned) }),
+        STATUS_NOT_FOUND => Ok(Vec::new()),
+        other => Err(HostError::Status(other)),
+    }
+}
+
+/// Replaces the first `size` bytes of a body buffer (the whole current chunk) with `bytes`.
+pub fn replace_body(kind: BufferKind, size: usize, bytes: &[u8]) -> HostResult<()> {
+    check(unsafe { proxy_set_buffer_bytes(kind as u32, 0, size, bytes.as_ptr(), bytes.len()) })
+}
+
+/// Four bytes from the host's entropy source (WASI `random_get`), for frame masking keys
+/// (RFC 6455 §5.3 asks for unpredictable keys).
+pub fn mask_key() -> [u8; 4] {
+    let mut key = [0u8; 4];
+    if getrandom::fill(&mut key).is_err() {
+        // Without entropy a fixed key is still a valid frame; only predictability suffers.
+        key = now_nanos().to_le_bytes()[..4]
+            .try_into()
+            .unwrap_or([0x5a; 4]);
+    }
+    key
 }
 
 pub fn header_pairs(map: MapKind) -> HostResult<Vec<(String, Vec<u8>)>> {

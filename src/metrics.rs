@@ -19,6 +19,20 @@ pub enum Family {
     AuthPath,
     /// `switchboard.requests.result.<result>` for requests that are not upgrades.
     Requests,
+    /// `switchboard.frames.dir.<up|down>`
+    Frames,
+    /// `switchboard.frame_bytes.dir.<up|down>` (chunk bytes seen)
+    FrameBytes,
+    /// `switchboard.tagging.result.<tagged|untouched>`
+    Tagging,
+    /// `switchboard.event_drops.reason.<duplicate|misrouted>`
+    EventDrops,
+    /// `switchboard.violations.code.<code>`
+    Violations,
+    /// `switchboard.closes.side.<client|platform>.code.<code>`
+    Closes,
+    /// `switchboard.sessions.result.<result>` for session-level outcomes
+    Sessions,
 }
 
 impl Family {
@@ -28,6 +42,13 @@ impl Family {
             Family::AuthFailures => "switchboard.auth_failures.reason.",
             Family::AuthPath => "switchboard.auth.path.",
             Family::Requests => "switchboard.requests.result.",
+            Family::Frames => "switchboard.frames.dir.",
+            Family::FrameBytes => "switchboard.frame_bytes.dir.",
+            Family::Tagging => "switchboard.tagging.result.",
+            Family::EventDrops => "switchboard.event_drops.reason.",
+            Family::Violations => "switchboard.violations.code.",
+            Family::Closes => "switchboard.closes.side.",
+            Family::Sessions => "switchboard.sessions.result.",
         }
     }
 }
@@ -94,5 +115,53 @@ impl Metrics {
         if let Some(id) = self.named_id(MetricKind::Histogram, name) {
             let _ = host::record_metric(id, value);
         }
+    }
+}
+
+/// A close code as a metric label (codes outside the registered set count as `other`).
+pub fn code_label(code: u16) -> &'static str {
+    match code {
+        1000 => "1000",
+        1001 => "1001",
+        1002 => "1002",
+        1003 => "1003",
+        1005 => "1005",
+        1006 => "1006",
+        1007 => "1007",
+        1008 => "1008",
+        1009 => "1009",
+        1010 => "1010",
+        1011 => "1011",
+        1012 => "1012",
+        1013 => "1013",
+        1014 => "1014",
+        _ => "other",
+    }
+}
+
+/// `<side>.code.<code>` for the closes family.
+pub fn close_label(from_client: bool, code: u16) -> &'static str {
+    macro_rules! by_code {
+        ($side:literal) => {
+            match code {
+                1000 => concat!($side, ".code.1000"),
+                1001 => concat!($side, ".code.1001"),
+                1002 => concat!($side, ".code.1002"),
+                1003 => concat!($side, ".code.1003"),
+                1005 => concat!($side, ".code.1005"),
+                1006 => concat!($side, ".code.1006"),
+                1007 => concat!($side, ".code.1007"),
+                1008 => concat!($side, ".code.1008"),
+                1009 => concat!($side, ".code.1009"),
+                1011 => concat!($side, ".code.1011"),
+                1013 => concat!($side, ".code.1013"),
+                _ => concat!($side, ".code.other"),
+            }
+        };
+    }
+    if from_client {
+        by_code!("client")
+    } else {
+        by_code!("platform")
     }
 }

@@ -477,7 +477,7 @@ async fn two_hundred_agents_upgrade_and_exchange_messages() {
                 .await
                 .expect("upgrade");
             for n in 0..3 {
-                echo(&mut socket, &format!("{{\"agent\":{i},\"n\":{n}}}")).await;
+                echo(&mut socket, &format!("agent {i} message {n}")).await;
             }
             socket
         }));

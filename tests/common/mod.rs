@@ -184,6 +184,12 @@ stats_config:
       regex: '^wasmcustom\.switchboard\.[a-z_]+(\.reason\.([a-z0-9_]+))$'
     - tag_name: auth_path
       regex: '^wasmcustom\.switchboard\.[a-z_]+(\.path\.([a-z0-9_]+))$'
+    - tag_name: dir
+      regex: '^wasmcustom\.switchboard\.[a-z_]+(\.dir\.([a-z]+))$'
+    - tag_name: code
+      regex: '^wasmcustom\.switchboard\.[a-z_]+(?:\.side\.[a-z]+)?(\.code\.([a-z0-9]+))$'
+    - tag_name: side
+      regex: '^wasmcustom\.switchboard\.[a-z_]+(\.side\.([a-z]+))(?:\.code\.[a-z0-9]+)?$'
 static_resources:
   listeners:
     - name: gateway

@@ -32,6 +32,102 @@ pub struct RawConfig {
     pub routing: Option<RawRouting>,
     #[serde(default)]
     pub platform: Option<RawPlatform>,
+    #[serde(default)]
+    pub frames: Option<RawFrames>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawFrames {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub max_frame_bytes: Option<u64>,
+    #[serde(default)]
+    pub max_message_bytes: Option<u64>,
+    #[serde(default)]
+    pub validate_utf8: Option<bool>,
+    #[serde(default)]
+    pub deflate: Option<String>,
+    #[serde(default)]
+    pub tagging: Option<RawTagging>,
+    #[serde(default)]
+    pub dedup: Option<RawDedup>,
+    #[serde(default)]
+    pub resume: Option<RawResume>,
+    #[serde(default)]
+    pub guard: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTagging {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub field: Option<String>,
+    #[serde(default)]
+    pub agent_field: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDedup {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub window_events: Option<u16>,
+    #[serde(default)]
+    pub window_age: Option<ConfigDuration>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawResume {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub query_param: Option<String>,
+    #[serde(default)]
+    pub ttl: Option<ConfigDuration>,
+    #[serde(default)]
+    pub slots: Option<u32>,
+}
+
+/// permessage-deflate (RFC 7692) handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeflatePolicy {
+    /// Remove the offer from the upgrade whenever a payload feature is on, so frames stay readable.
+    Strip,
+    /// Let it through; a session that negotiates it skips payload features (counted).
+    Pass,
+}
+
+/// Validated frame-engine settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FramesConfig {
+    pub enabled: bool,
+    pub max_frame_bytes: u64,
+    pub max_message_bytes: u64,
+    pub validate_utf8: bool,
+    pub deflate: DeflatePolicy,
+    pub tag_field: Option<String>,
+    pub tag_agent_field: Option<String>,
+    pub dedup: Option<crate::dedup::DedupWindow>,
+    /// Query parameter, TTL in ms and table slots of the resume cursor.
+    pub resume: Option<(String, u64, u32)>,
+    pub guard: bool,
+}
+
+impl FramesConfig {
+    /// A feature reads message payloads (so compressed sessions cannot be served).
+    pub fn payload_features(&self) -> bool {
+        self.enabled
+            && (self.tag_field.is_some()
+                || self.dedup.is_some()
+                || self.resume.is_some()
+                || self.guard)
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -188,6 +284,7 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub routing_header: String,
     pub platform: PlatformHeaders,
+    pub frames: FramesConfig,
 }
 
 impl Config {
@@ -365,6 +462,11 @@ impl TryFrom<RawConfig> for Config {
                 identity_config(raw_identity, defaults.token_query_param, &mut errors)
             }
         };
+        let frames = frames_config(
+            raw.frames.unwrap_or_default(),
+            defaults.resume_query_param,
+            &mut errors,
+        );
 
         match identity {
             Some(identity) if errors.is_empty() => Ok(Config {
@@ -374,6 +476,7 @@ impl TryFrom<RawConfig> for Config {
                 identity,
                 routing_header,
                 platform,
+                frames,
             }),
             _ => Err(errors),
         }
@@ -540,6 +643,112 @@ fn identity_config(
         fingerprint,
         key_count,
     })
+}
+
+fn frames_config(
+    raw: RawFrames,
+    default_resume_param: &str,
+    errors: &mut Vec<FieldError>,
+) -> FramesConfig {
+    const MAX_LIMIT: u64 = 64 << 20;
+    let mut limit = |path: &str, value: Option<u64>| {
+        let value = value.unwrap_or(1 << 20);
+        if !(125..=MAX_LIMIT).contains(&value) {
+            errors.push(FieldError::new(
+                path,
+                format!("{value} is outside 125..={MAX_LIMIT}"),
+            ));
+        }
+        value
+    };
+    let max_frame_bytes = limit("frames.max_frame_bytes", raw.max_frame_bytes);
+    let max_message_bytes = limit("frames.max_message_bytes", raw.max_message_bytes);
+    let deflate = match raw.deflate.as_deref() {
+        None | Some("strip") => DeflatePolicy::Strip,
+        Some("pass") => DeflatePolicy::Pass,
+        Some(other) => {
+            errors.push(FieldError::new(
+                "frames.deflate",
+                format!("\"{other}\" is not one of strip, pass"),
+            ));
+            DeflatePolicy::Strip
+        }
+    };
+    let tagging = raw.tagging.unwrap_or_default();
+    let tag_field = tagging.enabled.unwrap_or(true).then(|| {
+        let field = tagging
+            .field
+            .clone()
+            .unwrap_or_else(|| "routing_key".to_string());
+        if field.is_empty() || field.len() > 64 {
+            errors.push(FieldError::new(
+                "frames.tagging.field",
+                "must be 1 to 64 characters",
+            ));
+        }
+        field
+    });
+    let tag_agent_field = tagging.agent_field.filter(|_| tag_field.is_some());
+    let dedup_raw = raw.dedup.unwrap_or_default();
+    let dedup = dedup_raw.enabled.unwrap_or(true).then(|| {
+        let capacity = dedup_raw.window_events.unwrap_or(256);
+        if !(1..=4096).contains(&capacity) {
+            errors.push(FieldError::new(
+                "frames.dedup.window_events",
+                format!("{capacity} is outside 1..=4096"),
+            ));
+        }
+        crate::dedup::DedupWindow {
+            capacity,
+            max_age_ms: dedup_raw
+                .window_age
+                .unwrap_or(ConfigDuration::from_secs(600))
+                .as_millis(),
+        }
+    });
+    let resume_raw = raw.resume.unwrap_or_default();
+    let resume = resume_raw.enabled.unwrap_or(true).then(|| {
+        let param = resume_raw
+            .query_param
+            .unwrap_or_else(|| default_resume_param.to_string());
+        if param.is_empty()
+            || !param
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            errors.push(FieldError::new(
+                "frames.resume.query_param",
+                format!("\"{param}\" must be 1+ characters of [A-Za-z0-9_-]"),
+            ));
+        }
+        let slots = resume_raw.slots.unwrap_or(16_384);
+        if !(1..=MAX_CACHE_SLOTS).contains(&slots) {
+            errors.push(FieldError::new(
+                "frames.resume.slots",
+                format!("{slots} is outside 1..={MAX_CACHE_SLOTS}"),
+            ));
+        }
+        (
+            param,
+            resume_raw
+                .ttl
+                .unwrap_or(ConfigDuration::from_secs(3600))
+                .as_millis(),
+            slots,
+        )
+    });
+    FramesConfig {
+        enabled: raw.enabled.unwrap_or(true),
+        max_frame_bytes,
+        max_message_bytes,
+        validate_utf8: raw.validate_utf8.unwrap_or(true),
+        deflate,
+        tag_field,
+        tag_agent_field,
+        dedup,
+        resume,
+        guard: raw.guard.unwrap_or(true),
+    }
 }
 
 fn bounded(

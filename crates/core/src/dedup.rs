@@ -3,6 +3,10 @@
 //! reconnect may land anywhere. Each agent's recently delivered event ids live in one shared-data
 //! value, a fixed-size ring that [`DedupRing::check_and_record`] reads and rewrites in bounded
 //! time and space; the glue writes it back with compare-and-swap.
+//!
+//! Shared data never forgets a key, so rings live in a fixed table of slots ([`ring_key`]); each
+//! ring names its agent, and an agent hashed into a slot another agent holds takes it over (the
+//! evicted agent only loses its window, which at worst lets one duplicate through).
 
 /// How long and how many ids an agent's window remembers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,9 +121,32 @@ pub fn event_digest(id: &str) -> u64 {
     u64::from_le_bytes(first).max(1)
 }
 
-/// The shared-data key of an agent's ring.
-pub fn ring_key(routing_key: &str) -> String {
-    format!("sb.dd.{routing_key}")
+/// The shared-data key of the slot that holds an agent's ring.
+pub fn ring_key(routing_key: &str, slots: u32) -> String {
+    let index = event_digest(routing_key) % u64::from(slots.max(1));
+    format!("sb.dd.{index}")
+}
+
+/// Wraps a ring with the routing key of the agent it belongs to.
+pub fn encode_owned(owner: &str, ring: &DedupRing) -> Vec<u8> {
+    let owner = owner.as_bytes().get(..255).unwrap_or(owner.as_bytes());
+    let mut out = Vec::with_capacity(1 + owner.len() + HEADER_BYTES);
+    out.push(u8::try_from(owner.len()).unwrap_or(0));
+    out.extend_from_slice(owner);
+    out.extend(ring.encode());
+    out
+}
+
+/// The agent's ring from a slot, or an empty one when the slot holds another agent or garbage.
+pub fn decode_owned(bytes: &[u8], owner: &str, capacity: u16) -> DedupRing {
+    let owner = owner.as_bytes().get(..255).unwrap_or(owner.as_bytes());
+    let stored = bytes.split_first().and_then(|(&len, rest)| {
+        Some((rest.get(..usize::from(len))?, rest.get(usize::from(len)..)?))
+    });
+    match stored {
+        Some((stored_owner, ring)) if stored_owner == owner => DedupRing::decode(ring, capacity),
+        _ => DedupRing::empty(capacity),
+    }
 }
 
 #[cfg(test)]
@@ -192,5 +219,18 @@ mod tests {
         bad_next[3] = 9;
         assert_eq!(DedupRing::decode(&bad_next, 4), DedupRing::empty(4));
         assert_ne!(event_digest(""), 0);
+    }
+
+    #[test]
+    fn a_slot_belongs_to_one_agent_at_a_time() {
+        let mut ring = DedupRing::empty(4);
+        ring.check_and_record(event_digest("a"), 5, WINDOW);
+        let stored = encode_owned("key-1", &ring);
+        assert_eq!(decode_owned(&stored, "key-1", 4), ring);
+        assert_eq!(decode_owned(&stored, "key-2", 4), DedupRing::empty(4));
+        assert_eq!(decode_owned(&[], "key-1", 4), DedupRing::empty(4));
+        assert_eq!(decode_owned(&[200, 1], "key-1", 4), DedupRing::empty(4));
+        assert_eq!(ring_key("key-1", 64), ring_key("key-1", 64));
+        assert!(ring_key("key-1", 64).starts_with("sb.dd."));
     }
 }

@@ -252,6 +252,17 @@ pub fn decide(
         }
     }
 
+    // RFC 7692 frames are compressed: a gateway that reads payloads strips the offer so the
+    // session stays readable (the platform then answers without the extension).
+    if upgrade
+        && config.frames.payload_features()
+        && config.frames.deflate == crate::config::DeflatePolicy::Strip
+    {
+        forward
+            .remove_headers
+            .push("sec-websocket-extensions".to_string());
+    }
+
     let key = routing_key(&verified.tenant_id, &verified.agent_id);
     forward
         .set_headers
@@ -866,5 +877,76 @@ mod tests {
         assert!(!is_websocket_accept(Some("101"), Some(b"h2c")));
         assert_eq!(upstream_result(503), "upstream_5xx");
         assert_eq!(upstream_result(42), "upstream_other");
+    }
+}
+
+#[cfg(test)]
+mod deflate_tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use crate::identity::fixtures::{hs_token, payload, HS_SECRET_B64, NOW};
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    struct NoCache;
+    impl VerdictCache for NoCache {
+        fn load(&mut self, _: &str) -> Option<Vec<u8>> {
+            None
+        }
+        fn store(&mut self, _: &str, _: &[u8]) {}
+    }
+
+    fn removes_extensions(frames: serde_json::Value) -> bool {
+        let config = Config::from_json(
+            &serde_json::to_vec(&serde_json::json!({
+                "identity": { "keys": [ { "kid": "hs-1", "alg": "HS256", "secret": HS_SECRET_B64 } ] },
+                "frames": frames
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+        let token = hs_token(&payload(
+            Some(NOW + 600),
+            serde_json::json!({ "sub": "a", "tenant": "t" }),
+        ));
+        let auth = format!("Bearer {token}");
+        let headers: Vec<(String, Vec<u8>)> = [
+            (":method", "GET"),
+            (":path", "/ws"),
+            ("upgrade", "websocket"),
+            ("authorization", auth.as_str()),
+            (
+                "sec-websocket-extensions",
+                "permessage-deflate; client_max_window_bits",
+            ),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+        .collect();
+        match decide(
+            &config,
+            &RequestHead { headers: &headers },
+            NOW,
+            &mut NoCache,
+        ) {
+            Verdict::Forward(f) => f
+                .remove_headers
+                .iter()
+                .any(|h| h == "sec-websocket-extensions"),
+            Verdict::Reject(r) => panic!("{r:?}"),
+        }
+    }
+
+    #[test]
+    fn deflate_offer_is_stripped_only_when_payload_features_need_it() {
+        assert!(removes_extensions(serde_json::json!({})));
+        assert!(!removes_extensions(
+            serde_json::json!({ "deflate": "pass" })
+        ));
+        assert!(!removes_extensions(serde_json::json!({ "enabled": false })));
+        assert!(!removes_extensions(serde_json::json!({
+            "tagging": { "enabled": false }, "dedup": { "enabled": false },
+            "resume": { "enabled": false }, "guard": false
+        })));
     }
 }
