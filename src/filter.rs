@@ -94,6 +94,7 @@ impl RootContext for Root {
             subprotocols: SubprotocolPlan::default(),
             identity: None,
             session: None,
+            saw_close: false,
         }))
     }
 
@@ -123,6 +124,8 @@ struct Stream {
     subprotocols: SubprotocolPlan,
     identity: Option<upgrade::SessionIdentity>,
     session: Option<WsSession>,
+    /// A close frame crossed the gateway in either direction.
+    saw_close: bool,
 }
 
 /// Per-agent dedup windows and resume positions in Envoy shared data, shared by every worker.
@@ -454,6 +457,7 @@ impl Stream {
                 self.count(Family::Sessions, "rewrite_failed");
             }
         }
+        self.saw_close |= !report.closes.is_empty();
         self.record(from_client, chunk.len(), &report);
         Action::Continue
     }
