@@ -18,7 +18,7 @@ YAMLS := $(wildcard envoy/*.yaml examples/*.yaml)
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: setup targets envoy wasm-bindgen build run lint fmt-check clippy test test-unit test-wasm \
-	test-integration validate bench-handshake clean
+	test-integration validate bench-handshake bench-codec fuzz clean
 
 setup: targets envoy
 
@@ -85,6 +85,22 @@ test-integration: build envoy
 bench-handshake: build envoy
 	SWITCHBOARD_ENVOY=$(abspath $(ENVOY)) SWITCHBOARD_WASM=$(abspath $(WASM)) SWITCHBOARD_SBCTL=$(abspath $(SBCTL)) \
 		SWITCHBOARD_ENVOY_LOG_LEVEL=warn cargo bench -p switchboard --bench handshake
+
+# Coverage-guided fuzzing on stable (no sanitizer): each target for FUZZ_SECONDS.
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+	-Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks
+fuzz:
+	cd fuzz && RUSTFLAGS="$(FUZZ_FLAGS)" cargo build --release --target x86_64-unknown-linux-gnu --target-dir ../target/fuzz
+	@for t in header_parse stream_parse unmask; do \
+		work=$$(mktemp -d); \
+		target/fuzz/x86_64-unknown-linux-gnu/release/$$t $$work fuzz/corpus/$$t -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+		rm -rf $$work; \
+	done
+
+bench-codec:
+	cargo bench -p switchboard-core --bench ws -- --warm-up-time 1 --measurement-time 3
 
 test: lint validate test-unit test-wasm test-integration
 
