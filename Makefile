@@ -17,7 +17,7 @@ YAMLS := $(wildcard envoy/*.yaml examples/*.yaml)
 
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup targets envoy wasm-bindgen build run lint fmt-check clippy test test-unit test-wasm \
+.PHONY: setup targets envoy wasm-bindgen build run lint fmt-check clippy test test-unit test-wasm test-clients-setup \
 	test-integration validate bench-handshake bench-codec fuzz clean
 
 setup: targets envoy
@@ -78,7 +78,14 @@ validate: build envoy
 		echo "valid: $$f"; \
 	done
 
-test-integration: build envoy
+# Real clients for the integration tests: Python websockets (in the virtualenv), Node ws, and
+# Debian's Chromium for the agent-desktop page.
+test-clients-setup: envoy
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check websockets==17.4
+	npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error
+	@command -v chromium >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+
+test-integration: build envoy test-clients-setup
 	SWITCHBOARD_ENVOY=$(abspath $(ENVOY)) SWITCHBOARD_WASM=$(abspath $(WASM)) SWITCHBOARD_SBCTL=$(abspath $(SBCTL)) \
 		cargo test --release -p switchboard --tests -- --test-threads 2
 

@@ -8,7 +8,6 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use switchboard_core::config::Config;
 use switchboard_core::dedup::{decode_owned, encode_owned, ring_key, Delivery};
-use switchboard_core::events::EnvelopeSpec;
 use switchboard_core::resume::{add_resume_param, set_key, ResumeSet};
 use switchboard_core::session::{
     AgentStore, ChunkOutcome, ChunkReport, SessionFeatures, SessionOwner, WsSession,
@@ -400,7 +399,7 @@ impl Stream {
             dedup: frames.dedup.is_some() && payload_features,
             guard: frames.guard && payload_features,
             resume: frames.resume.is_some() && payload_features,
-            envelope: EnvelopeSpec::for_envelope(config.profile.defaults().envelope),
+            envelope: frames.envelope.clone(),
         };
         let limits = Limits {
             max_frame_payload: frames.max_frame_bytes,

@@ -57,6 +57,22 @@ pub struct RawFrames {
     pub resume: Option<RawResume>,
     #[serde(default)]
     pub guard: Option<bool>,
+    #[serde(default)]
+    pub envelope: Option<RawEnvelope>,
+}
+
+/// JSON pointers (RFC 6901) overriding where the profile's envelope keeps event facts.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnvelope {
+    #[serde(default)]
+    pub id_pointers: Option<Vec<String>>,
+    #[serde(default)]
+    pub position_pointer: Option<String>,
+    #[serde(default)]
+    pub agent_pointers: Option<Vec<String>>,
+    #[serde(default)]
+    pub routing_key_pointers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -117,6 +133,8 @@ pub struct FramesConfig {
     /// Query parameter, TTL in ms and table slots of the resume cursor.
     pub resume: Option<(String, u64, u32)>,
     pub guard: bool,
+    /// Where platform events keep their id, position, agent and routing key.
+    pub envelope: crate::events::EnvelopeSpec,
 }
 
 impl FramesConfig {
@@ -465,6 +483,7 @@ impl TryFrom<RawConfig> for Config {
         let frames = frames_config(
             raw.frames.unwrap_or_default(),
             defaults.resume_query_param,
+            defaults.envelope,
             &mut errors,
         );
 
@@ -645,11 +664,62 @@ fn identity_config(
     })
 }
 
+fn envelope_spec(
+    raw: Option<RawEnvelope>,
+    envelope: crate::profile::Envelope,
+    errors: &mut Vec<FieldError>,
+) -> crate::events::EnvelopeSpec {
+    let mut spec = crate::events::EnvelopeSpec::for_envelope(envelope);
+    let Some(raw) = raw else {
+        return spec;
+    };
+    // RFC 6901 §3: a non-empty pointer starts with "/".
+    let mut check = |path: String, pointer: &str| {
+        if !pointer.starts_with('/') || pointer.len() > 256 {
+            errors.push(FieldError::new(
+                path,
+                format!("\"{pointer}\" is not a JSON pointer like \"/metadata/id\""),
+            ));
+        }
+    };
+    let mut lists = [
+        ("id_pointers", raw.id_pointers, &mut spec.id_pointers),
+        (
+            "agent_pointers",
+            raw.agent_pointers,
+            &mut spec.agent_pointers,
+        ),
+        (
+            "routing_key_pointers",
+            raw.routing_key_pointers,
+            &mut spec.routing_key_pointers,
+        ),
+    ];
+    for (name, value, target) in lists.iter_mut() {
+        if let Some(pointers) = value.take() {
+            if pointers.is_empty() || pointers.len() > 8 {
+                check(format!("frames.envelope.{name}"), "");
+            }
+            for (i, pointer) in pointers.iter().enumerate() {
+                check(format!("frames.envelope.{name}[{i}]"), pointer);
+            }
+            **target = pointers;
+        }
+    }
+    if let Some(pointer) = raw.position_pointer {
+        check("frames.envelope.position_pointer".to_string(), &pointer);
+        spec.position_pointer = pointer;
+    }
+    spec
+}
+
 fn frames_config(
     raw: RawFrames,
     default_resume_param: &str,
+    envelope: crate::profile::Envelope,
     errors: &mut Vec<FieldError>,
 ) -> FramesConfig {
+    let envelope = envelope_spec(raw.envelope, envelope, errors);
     const MAX_LIMIT: u64 = 64 << 20;
     let mut limit = |path: &str, value: Option<u64>| {
         let value = value.unwrap_or(1 << 20);
@@ -748,6 +818,7 @@ fn frames_config(
         dedup,
         resume,
         guard: raw.guard.unwrap_or(true),
+        envelope,
     }
 }
 
@@ -1001,6 +1072,30 @@ mod tests {
                 "{errors:?}"
             );
         }
+    }
+
+    #[test]
+    fn envelope_pointers_default_per_profile_and_can_be_overridden() {
+        let mut value = base();
+        value["profile"] = "nice".into();
+        let config = Config::from_json(&serde_json::to_vec(&value).unwrap()).unwrap();
+        assert_eq!(config.frames.envelope.position_pointer, "/cursor");
+        value["frames"] = serde_json::json!({ "envelope": {
+            "id_pointers": ["/meta/eventId"], "position_pointer": "/meta/offset"
+        }});
+        let config = Config::from_json(&serde_json::to_vec(&value).unwrap()).unwrap();
+        assert_eq!(
+            config.frames.envelope.id_pointers,
+            vec!["/meta/eventId".to_string()]
+        );
+        assert_eq!(config.frames.envelope.position_pointer, "/meta/offset");
+        assert_eq!(
+            config.frames.envelope.agent_pointers,
+            vec!["/payload/agentId".to_string()]
+        );
+        value["frames"] =
+            serde_json::json!({ "envelope": { "agent_pointers": ["payload.agentId"] } });
+        assert!(errors_of(value)[0].starts_with("frames.envelope.agent_pointers[0]: "));
     }
 
     #[test]
