@@ -6,20 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::tokens::{filter_config, token};
+use common::tokens::token;
 use common::ws::{connect, Socket};
-use common::{Envoy, GatewaySpec, Platform};
+use common::{gateway, Platform};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
-
-fn gateway(platform: &Platform, extra: serde_json::Value) -> Envoy {
-    Envoy::start(&GatewaySpec {
-        filter_json: filter_config(extra),
-        upstream_ports: &[platform.port],
-        lb_policy: "MAGLEV",
-        concurrency: 2,
-    })
-}
 
 async fn next_message(socket: &mut Socket) -> Option<Message> {
     match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {

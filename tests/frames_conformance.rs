@@ -10,9 +10,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::tokens::{filter_config, token};
+use common::tokens::token;
 use common::ws::{connect, Socket};
-use common::{Envoy, GatewaySpec, Platform};
+use common::{gateway, Envoy, Platform};
 use futures_util::{SinkExt, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -20,15 +20,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 
 const MIB: usize = 1 << 20;
-
-fn gateway(platform: &Platform, extra: serde_json::Value) -> Envoy {
-    Envoy::start(&GatewaySpec {
-        filter_json: filter_config(extra),
-        upstream_ports: &[platform.port],
-        lb_policy: "MAGLEV",
-        concurrency: 2,
-    })
-}
 
 /// xorshift64*: deterministic, no dependency.
 struct Rng(u64);

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::tokens::{filter_config, token};
-use common::{Envoy, GatewaySpec, Platform, Reaped};
+use common::tokens::token;
+use common::{gateway, Platform, Reaped};
 
 const AGENT: &str = "agent-x";
 const WANTED: usize = 5;
@@ -25,15 +25,6 @@ fn root() -> &'static Path {
 
 fn clients_dir() -> PathBuf {
     root().join("tests/clients")
-}
-
-fn gateway(platform: &Platform, extra: serde_json::Value) -> Envoy {
-    Envoy::start(&GatewaySpec {
-        filter_json: filter_config(extra),
-        upstream_ports: &[platform.port],
-        lb_policy: "MAGLEV",
-        concurrency: 2,
-    })
 }
 
 /// The Python of the project's virtualenv (where `make` installs `websockets`).

@@ -8,17 +8,8 @@ use std::time::Duration;
 
 use common::tokens::{self, b64, b64u, filter_config, keys, sign, spec, token};
 use common::ws::{connect, echo, next_json, refused_status};
-use common::{Envoy, GatewaySpec, Platform};
+use common::{gateway, Envoy, GatewaySpec, Platform};
 use sbctl::mint::SigningKey;
-
-fn gateway(platform: &Platform, extra: serde_json::Value) -> Envoy {
-    Envoy::start(&GatewaySpec {
-        filter_json: filter_config(extra),
-        upstream_ports: &[platform.port],
-        lb_policy: "MAGLEV",
-        concurrency: 2,
-    })
-}
 
 fn header<'a>(record: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
     record["headers"]

@@ -385,6 +385,17 @@ fn wait_for<T>(
     }
 }
 
+/// The usual gateway for a test: one platform host, the test filter configuration with `extra`
+/// top-level fields, Maglev, two workers.
+pub fn gateway(platform: &Platform, extra: serde_json::Value) -> Envoy {
+    Envoy::start(&GatewaySpec {
+        filter_json: tokens::filter_config(extra),
+        upstream_ports: &[platform.port],
+        lb_policy: "MAGLEV",
+        concurrency: 2,
+    })
+}
+
 pub fn stat_value(stats: &str, name: &str) -> i64 {
     stats
         .lines()
