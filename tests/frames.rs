@@ -189,3 +189,48 @@ async fn a_drop_and_reconnect_loses_no_event_and_repeats_none() {
             >= 1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nice_profile_resumes_by_cursor_exactly_once() {
+    let platform = Platform::start("p1", &["--event-rate", "20", "--envelope", "nice"]);
+    let envoy = gateway(&platform, serde_json::json!({ "profile": "nice" }));
+    let url = envoy.ws_url("/ws/events");
+    let auth = format!("Bearer {}", token("agent-n", "acme"));
+    let mut seqs = Vec::new();
+    for round in 0..2 {
+        let mut socket = connect(&url, &[("authorization", &auth)]).await.unwrap();
+        let mut got = 0;
+        while got < 8 {
+            match next_message(&mut socket).await {
+                Some(Message::Text(text)) => {
+                    let event: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+                    if let Some(seq) = event["payload"]["seq"].as_u64() {
+                        assert_eq!(event["payload"]["agentId"], "agent-n");
+                        seqs.push(seq);
+                        got += 1;
+                    }
+                }
+                Some(_) => {}
+                None => panic!("round {round}: stream ended"),
+            }
+        }
+        drop(socket);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        seqs,
+        (1..=16).collect::<Vec<u64>>(),
+        "every event exactly once, in order"
+    );
+    let record = platform.sessions().await.into_iter().last().unwrap();
+    assert!(
+        record["path"].as_str().unwrap().contains("cursor=8"),
+        "{record}"
+    );
+    assert!(
+        envoy
+            .stat("wasmcustom.switchboard.event_drops.reason.duplicate")
+            .await
+            >= 1
+    );
+}

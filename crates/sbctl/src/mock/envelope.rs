@@ -120,6 +120,8 @@ pub fn nice_event(id: &EventId<'_>, timestamp: &str) -> serde_json::Value {
         "payload": id.body("Available"),
         "correlationId": id.correlation_id(),
         "timestamp": timestamp,
+        // The resume position a client hands back as `?cursor=` (the agent's event sequence).
+        "cursor": id.seq.to_string(),
     })
 }
 
