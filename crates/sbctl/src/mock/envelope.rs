@@ -168,6 +168,7 @@ mod tests {
             "payload": {"agentId": "agent-42", "seq": 3, "state": "Available"},
             "correlationId": "platform-1-agent-42-3",
             "timestamp": TS,
+            "cursor": "3",
         });
         assert_eq!(nice_event(&ID, TS), expected);
     }
