@@ -475,19 +475,27 @@ async fn token_endpoint(
     Ok(response)
 }
 
+/// The `agent` query parameter of a control request; `Err` is the message for a 400.
+fn agent_param(request: &Request<Incoming>) -> Result<Option<String>, String> {
+    let query = request.uri().query().unwrap_or_default().as_bytes();
+    match parse_form(query) {
+        Ok(pairs) => Ok(pairs
+            .into_iter()
+            .find(|(name, _)| name == "agent")
+            .map(|(_, value)| value)),
+        Err(error) => Err(format!("{error}\n")),
+    }
+}
+
 async fn control(shared: &Shared, request: Request<Incoming>) -> HttpResponse {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     match (path.as_str(), method) {
         ("/_mock/health", Method::GET) => text(StatusCode::OK, "ok"),
         ("/_mock/sessions", Method::GET) => {
-            let query = request.uri().query().unwrap_or_default().as_bytes();
-            let agent = match parse_form(query) {
-                Ok(pairs) => pairs
-                    .into_iter()
-                    .find(|(name, _)| name == "agent")
-                    .map(|(_, value)| value),
-                Err(error) => return text(StatusCode::BAD_REQUEST, &format!("{error}\n")),
+            let agent = match agent_param(&request) {
+                Ok(agent) => agent,
+                Err(message) => return text(StatusCode::BAD_REQUEST, &message),
             };
             json(
                 StatusCode::OK,
@@ -499,13 +507,9 @@ async fn control(shared: &Shared, request: Request<Incoming>) -> HttpResponse {
             text(StatusCode::OK, "ok")
         }
         ("/_mock/history", Method::GET) => {
-            let query = request.uri().query().unwrap_or_default().as_bytes();
-            let agent = match parse_form(query) {
-                Ok(pairs) => pairs
-                    .into_iter()
-                    .find(|(name, _)| name == "agent")
-                    .map(|(_, value)| value),
-                Err(error) => return text(StatusCode::BAD_REQUEST, &format!("{error}\n")),
+            let agent = match agent_param(&request) {
+                Ok(agent) => agent,
+                Err(message) => return text(StatusCode::BAD_REQUEST, &message),
             };
             let Some(agent) = agent else {
                 return text(StatusCode::BAD_REQUEST, "agent: required\n");
