@@ -15,6 +15,8 @@ const MAX_TOKEN_BYTES_RANGE: (usize, usize) = (256, 65_536);
 const MAX_IDENTITY_LEN_RANGE: (usize, usize) = (8, 1_024);
 const MAX_CACHE_SLOTS: u32 = 1 << 20;
 const MAX_LEEWAY_MILLIS: u64 = 600_000;
+/// Root timer period when `tick` is not configured.
+pub const DEFAULT_TICK_MS: u64 = 250;
 
 /// The filter's configuration exactly as written in the Envoy YAML (JSON).
 #[derive(Debug, Deserialize, Default)]
@@ -34,6 +36,11 @@ pub struct RawConfig {
     pub platform: Option<RawPlatform>,
     #[serde(default)]
     pub frames: Option<RawFrames>,
+    /// Period of each worker's root timer (token refresh, resuming held streams).
+    #[serde(default)]
+    pub tick: Option<ConfigDuration>,
+    #[serde(default)]
+    pub token: Option<crate::token::config::RawToken>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -303,6 +310,9 @@ pub struct Config {
     pub routing_header: String,
     pub platform: PlatformHeaders,
     pub frames: FramesConfig,
+    pub tick_ms: u64,
+    /// The platform token the gateway owns; `None` leaves platform credentials to the client.
+    pub token: Option<crate::token::config::TokenConfig>,
 }
 
 impl Config {
@@ -326,8 +336,20 @@ impl Config {
     /// One line describing the effective configuration (no secrets).
     pub fn summary(&self) -> String {
         let sources: Vec<&str> = self.identity.sources.iter().map(|s| s.as_str()).collect();
+        let platform_token = match &self.token {
+            None => "off".to_string(),
+            Some(token) => format!(
+                "{}@{}({})",
+                token.grant.as_str(),
+                token.cluster,
+                match &token.injection {
+                    crate::token::config::Injection::Header => "header".to_string(),
+                    crate::token::config::Injection::Query(name) => format!("query:{name}"),
+                }
+            ),
+        };
         format!(
-            "profile={} early_data={} origin={} keys={} token_sources={} routing_header={} cache_slots={}",
+            "profile={} early_data={} origin={} keys={} token_sources={} routing_header={} cache_slots={} platform_token={platform_token}",
             self.profile.as_str(),
             self.early_data.as_str(),
             match &self.origin {
@@ -487,6 +509,27 @@ impl TryFrom<RawConfig> for Config {
             &mut errors,
         );
 
+        let tick_ms = raw.tick.map_or(DEFAULT_TICK_MS, |tick| tick.as_millis());
+        if !(10..=5_000).contains(&tick_ms) {
+            errors.push(FieldError::new(
+                "tick",
+                format!("{tick_ms}ms is outside 10ms..=5s"),
+            ));
+        }
+        let token = crate::token::config::token_config(
+            raw.token,
+            defaults.platform_token_in_query,
+            defaults.token_query_param,
+            tick_ms,
+            &mut errors,
+        );
+        if token.as_ref().is_some_and(|t| t.rotation.is_some()) && !frames.enabled {
+            errors.push(FieldError::new(
+                "token.rotation",
+                "needs frames.enabled (frames are injected between whole client frames); set token.rotation.enabled to false or enable frames",
+            ));
+        }
+
         match identity {
             Some(identity) if errors.is_empty() => Ok(Config {
                 profile,
@@ -496,6 +539,8 @@ impl TryFrom<RawConfig> for Config {
                 routing_header,
                 platform,
                 frames,
+                tick_ms,
+                token,
             }),
             _ => Err(errors),
         }

@@ -1,6 +1,7 @@
 //! Switchboard's decisions, free of any proxy-wasm dependency: configuration, identity,
 //! routing and the upgrade pipeline. Everything takes `now` as an argument.
 
+pub mod backoff;
 pub mod config;
 pub mod config_error;
 pub mod dedup;
@@ -12,6 +13,8 @@ pub mod origin;
 pub mod profile;
 pub mod resume;
 pub mod routing;
+pub mod secret;
 pub mod session;
+pub mod token;
 pub mod upgrade;
 pub mod ws;

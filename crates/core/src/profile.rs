@@ -37,6 +37,9 @@ pub struct ProfileDefaults {
     pub resume_query_param: &'static str,
     pub subprotocols: &'static [&'static str],
     pub envelope: Envelope,
+    /// Where the platform expects its OAuth token on the upgrade: the `access_token` query
+    /// parameter (true) or `Authorization: Bearer` (false).
+    pub platform_token_in_query: bool,
 }
 
 impl Profile {
@@ -69,6 +72,7 @@ impl Profile {
                 resume_query_param: "since",
                 subprotocols: &[],
                 envelope: Envelope::Genesys,
+                platform_token_in_query: false,
             },
             Profile::Genesys => ProfileDefaults {
                 agent_header: "x-genesys-user-id",
@@ -78,6 +82,7 @@ impl Profile {
                 resume_query_param: "since",
                 subprotocols: &["v2.realtime-events"],
                 envelope: Envelope::Genesys,
+                platform_token_in_query: false,
             },
             Profile::Nice => ProfileDefaults {
                 agent_header: "x-nice-agent-id",
@@ -87,6 +92,7 @@ impl Profile {
                 resume_query_param: "cursor",
                 subprotocols: &["nice.digital.v1"],
                 envelope: Envelope::Nice,
+                platform_token_in_query: true,
             },
         }
     }

@@ -149,7 +149,7 @@ pub fn add_resume_param(path: &str, param: &str, position: &str) -> Option<Strin
 }
 
 /// RFC 3986 query-value encoding: unreserved characters stay, everything else is `%XX`.
-fn percent_encode(value: &str) -> String {
+pub(crate) fn percent_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {

@@ -7,8 +7,8 @@
 use crate::dedup::{event_digest, Delivery};
 use crate::events::{inspect, is_misrouted, tag_object, EnvelopeSpec};
 use crate::ws::{
-    encode_close, encode_frame, splice, Capture, Direction, Event, FrameParser, Limits, Opcode,
-    Splice, Violation,
+    encode_close, encode_frame, splice, splice_with_insert, Capture, Direction, Event, FrameParser,
+    Limits, Opcode, Splice, Violation,
 };
 
 /// Which features act on this session's frames.
@@ -57,6 +57,8 @@ pub struct ChunkReport {
     /// Close frames seen (code, 1005 when none was given).
     pub closes: Vec<u16>,
     pub violation: Option<Violation>,
+    /// Gateway frames (e.g. `auth_refresh`) written into this chunk's output.
+    pub injected: u64,
 }
 
 /// The bytes to send on for a chunk.
@@ -79,6 +81,10 @@ pub struct WsSession {
     close_for_platform: bool,
     /// After a violation nothing more is forwarded either way.
     stopped: bool,
+    /// A whole masked frame the gateway adds toward the platform at the next clean boundary.
+    pending_for_platform: Option<Vec<u8>>,
+    /// The client sent a close frame: no data frame may follow it (RFC 6455 §5.5.1).
+    client_closed: bool,
 }
 
 const NORMAL_CLOSURE: u16 = 1000;
@@ -105,7 +111,24 @@ impl WsSession {
             close_for_client: None,
             close_for_platform: false,
             stopped: false,
+            pending_for_platform: None,
+            client_closed: false,
         }
+    }
+
+    /// Queues a complete, masked frame for the platform. It is written between whole frames,
+    /// never inside a fragmented message, ahead of the next client frame; client frames of the
+    /// same chunk follow it in order. A frame already queued is replaced (only the newest
+    /// matters, e.g. the latest token).
+    pub fn queue_for_platform(&mut self, frame: Vec<u8>) {
+        if !self.stopped && !self.client_closed {
+            self.pending_for_platform = Some(frame);
+        }
+    }
+
+    /// A queued frame has not found its place yet.
+    pub fn has_pending_for_platform(&self) -> bool {
+        self.pending_for_platform.is_some()
     }
 
     pub fn stopped(&self) -> bool {
@@ -128,12 +151,44 @@ impl WsSession {
         if self.stopped {
             return self.owed_close(Direction::ClientToServer, mask_key);
         }
+        let clean_start = self.client.at_frame_boundary();
+        let in_message = self.client.next_frame_inside_message();
         let mut events = Vec::new();
         let result = self.client.feed(chunk, &mut events);
         count_frames(&events, report);
+        let insert_at = match &self.pending_for_platform {
+            Some(_) if !self.client_closed => {
+                clean_insertion_point(&events, clean_start, in_message)
+            }
+            _ => None,
+        };
+        if events.iter().any(|event| {
+            matches!(
+                event,
+                Event::Control {
+                    opcode: Opcode::Close,
+                    ..
+                }
+            )
+        }) {
+            self.client_closed = true;
+        }
+        let pending = match insert_at {
+            Some(index) => self.pending_for_platform.take().map(|frame| (index, frame)),
+            None => None,
+        };
+        if pending.is_some() {
+            report.injected += 1;
+        }
+        if self.client_closed {
+            self.pending_for_platform = None;
+        }
         let owner = &self.owner;
         let features = &self.features;
-        let spliced = splice(chunk, &events, |message, out| {
+        let insert = pending
+            .as_ref()
+            .map(|(index, frame)| (*index, frame.as_slice()));
+        let spliced = splice_with_insert(chunk, &events, insert, |message, out| {
             let tagged = match (&features.tag_field, message.opcode, message.compressed) {
                 (Some(field), Opcode::Text, false) => {
                     let mut tags = vec![(field.as_str(), owner.routing_key.as_str())];
@@ -272,6 +327,49 @@ impl WsSession {
         };
         ChunkOutcome::Replace(owed.unwrap_or_default())
     }
+}
+
+/// The first place in a chunk where a whole frame may be added: before the first frame that
+/// starts in this chunk while no fragmented data message is under way (RFC 6455 §5.4: only
+/// control frames may appear between fragments), and never after a close frame (§5.5.1).
+/// `events.len()` means "after everything", allowed only when the chunk ends on a clean boundary.
+fn clean_insertion_point(events: &[Event], clean_start: bool, in_message: bool) -> Option<usize> {
+    if clean_start && !in_message {
+        return Some(0);
+    }
+    let mut in_message = in_message;
+    for (index, event) in events.iter().enumerate() {
+        match event {
+            Event::HeaderPending { .. } if !in_message => return Some(index),
+            Event::FrameStart {
+                header,
+                chunk_range,
+                ..
+            } => {
+                let starts_here = chunk_range.len() == header.header_len;
+                if starts_here && !in_message {
+                    return Some(index);
+                }
+                if !header.opcode.is_control() {
+                    if header.opcode != Opcode::Continuation {
+                        in_message = !header.fin;
+                    } else if header.fin {
+                        in_message = false;
+                    }
+                }
+            }
+            Event::Control {
+                opcode: Opcode::Close,
+                ..
+            } => return None,
+            // The chunk ends right here, between frames.
+            Event::FrameEnd { .. } if !in_message && index + 1 == events.len() => {
+                return Some(events.len());
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn close_frame(code: u16, direction: Direction, mask_key: [u8; 4]) -> Vec<u8> {
@@ -539,5 +637,127 @@ mod tests {
             parse_close_payload(&upstream[0].1).unwrap().unwrap().code,
             1000
         );
+    }
+
+    fn fragmented_wire() -> Vec<u8> {
+        let mut wire = encode_text(r#"{"seq":1}"#, Some(KEY));
+        encode_frame(false, 0, Opcode::Text, b"{\"seq\":", Some(KEY), &mut wire);
+        encode_frame(true, 0, Opcode::Ping, b"p", Some(KEY), &mut wire);
+        encode_frame(true, 0, Opcode::Continuation, b"2}", Some(KEY), &mut wire);
+        encode_frame(true, 0, Opcode::Binary, &[7; 300], Some(KEY), &mut wire);
+        wire
+    }
+
+    fn injected() -> Vec<u8> {
+        encode_text(r#"{"frame_type":"auth_refresh"}"#, Some([9, 9, 9, 9]))
+    }
+
+    /// Data messages in order, as text markers; a violation in the output fails the test.
+    fn data_messages(out: &[u8]) -> Vec<String> {
+        frames(out, Direction::ClientToServer)
+            .into_iter()
+            .filter(|(opcode, _)| !opcode.is_control())
+            .map(|(opcode, data)| match opcode {
+                Opcode::Binary => format!("binary:{}", data.len()),
+                _ => String::from_utf8(data).unwrap(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_queued_frame_lands_between_whole_messages_at_any_split() {
+        let wire = fragmented_wire();
+        for tag in [false, true] {
+            for split in 0..=wire.len() {
+                for queue_before_second in [false, true] {
+                    let mut s = session(tag);
+                    let mut out = Vec::new();
+                    let mut injected_count = 0;
+                    for (i, part) in [&wire[..split], &wire[split..]].into_iter().enumerate() {
+                        if (i == 1) == queue_before_second && !s.has_pending_for_platform() {
+                            s.queue_for_platform(injected());
+                        }
+                        let mut report = ChunkReport::default();
+                        out.extend(bytes_of(s.client_chunk(part, KEY, &mut report), part));
+                        injected_count += report.injected;
+                    }
+                    let messages = data_messages(&out);
+                    let without: Vec<&String> = messages
+                        .iter()
+                        .filter(|m| !m.contains("auth_refresh"))
+                        .collect();
+                    let expected_seq = if tag {
+                        [
+                            r#"{"routing_key":"k1","seq":1}"#,
+                            r#"{"routing_key":"k1","seq":2}"#,
+                        ]
+                    } else {
+                        [r#"{"seq":1}"#, r#"{"seq":2}"#]
+                    };
+                    assert_eq!(
+                        without,
+                        [expected_seq[0], expected_seq[1], "binary:300"],
+                        "tag {tag} split {split}"
+                    );
+                    let refreshes = messages
+                        .iter()
+                        .filter(|m| m.contains("auth_refresh"))
+                        .count();
+                    assert_eq!(refreshes as u64, injected_count, "split {split}");
+                    // The wire always ends on a clean boundary, so the frame always finds a place.
+                    assert_eq!(
+                        refreshes, 1,
+                        "tag {tag} split {split} q2 {queue_before_second}"
+                    );
+                    assert!(!s.has_pending_for_platform());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_queued_frame_waits_while_a_fragmented_message_is_open() {
+        let mut s = session(false);
+        let mut first = Vec::new();
+        encode_frame(false, 0, Opcode::Text, b"part-", Some(KEY), &mut first);
+        let mut report = ChunkReport::default();
+        let out1 = bytes_of(s.client_chunk(&first, KEY, &mut report), &first);
+        s.queue_for_platform(injected());
+        let mut ping = Vec::new();
+        encode_frame(true, 0, Opcode::Ping, b"", Some(KEY), &mut ping);
+        let out2 = bytes_of(s.client_chunk(&ping, KEY, &mut report), &ping);
+        assert_eq!(report.injected, 0, "not between fragments");
+        assert!(s.has_pending_for_platform());
+        let mut last = Vec::new();
+        encode_frame(true, 0, Opcode::Continuation, b"end", Some(KEY), &mut last);
+        let out3 = bytes_of(s.client_chunk(&last, KEY, &mut report), &last);
+        assert_eq!(report.injected, 1);
+        let all = [out1, out2, out3].concat();
+        assert_eq!(
+            data_messages(&all),
+            ["part-end", r#"{"frame_type":"auth_refresh"}"#]
+        );
+    }
+
+    #[test]
+    fn nothing_is_added_after_the_client_closed() {
+        let mut s = session(false);
+        let close = encode_close(1000, "", Some(KEY)).unwrap();
+        let mut report = ChunkReport::default();
+        let out = bytes_of(s.client_chunk(&close, KEY, &mut report), &close);
+        s.queue_for_platform(injected());
+        assert!(!s.has_pending_for_platform());
+        let more = encode_text("late", Some(KEY));
+        let out2 = bytes_of(s.client_chunk(&more, KEY, &mut report), &more);
+        assert_eq!(report.injected, 0);
+        assert_eq!(out, close);
+        assert_eq!(out2, more);
+        // Queued before a chunk that carries the close: it goes in front of the close.
+        let mut s = session(false);
+        s.queue_for_platform(injected());
+        let mut report = ChunkReport::default();
+        let out = bytes_of(s.client_chunk(&close, KEY, &mut report), &close);
+        assert_eq!(report.injected, 1);
+        assert_eq!(out, [injected(), close].concat());
     }
 }

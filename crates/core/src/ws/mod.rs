@@ -30,7 +30,7 @@ pub use mask::{apply_mask, apply_mask_reference};
 pub use message::{encode_binary, encode_frame, encode_text};
 pub use opcode::Opcode;
 pub use parser::{Capture, CapturedMessage, Event, FrameParser, Limits};
-pub use splice::{splice, Splice};
+pub use splice::{splice, splice_with_insert, Splice};
 pub use violation::Violation;
 
 /// Which way a stream's bytes travel. RFC 6455 §5.1 ties masking to it.

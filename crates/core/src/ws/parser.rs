@@ -242,6 +242,16 @@ impl FrameParser {
         self.message.is_some()
     }
 
+    /// The next frame to start will be inside a fragmented data message: one is open and the
+    /// frame under way (if any) does not end it. Only control frames may go there (§5.4).
+    pub fn next_frame_inside_message(&self) -> bool {
+        match (&self.message, &self.frame) {
+            (None, _) => false,
+            (Some(_), Some(frame)) if !frame.header.opcode.is_control() => !frame.header.fin,
+            (Some(_), _) => true,
+        }
+    }
+
     /// The violation that stopped this parser, if any.
     pub fn failed(&self) -> Option<Violation> {
         self.failed

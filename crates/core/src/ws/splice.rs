@@ -21,7 +21,21 @@ pub enum Splice {
 ///
 /// After a violation, the events describe only the bytes before the offending frame; the output
 /// then ends there, and the glue closes the connection.
-pub fn splice<F>(chunk: &[u8], events: &[Event], mut replace: F) -> Splice
+pub fn splice<F>(chunk: &[u8], events: &[Event], replace: F) -> Splice
+where
+    F: FnMut(&CapturedMessage, &mut Vec<u8>),
+{
+    splice_with_insert(chunk, events, None, replace)
+}
+
+/// As [`splice`], and writes `insert.1` just before the bytes of event `insert.0` (or at the end
+/// when that index is past the last event): how the gateway adds a whole frame of its own.
+pub fn splice_with_insert<F>(
+    chunk: &[u8],
+    events: &[Event],
+    insert: Option<(usize, &[u8])>,
+    mut replace: F,
+) -> Splice
 where
     F: FnMut(&CapturedMessage, &mut Vec<u8>),
 {
@@ -38,11 +52,16 @@ where
         .map(|range| range.len())
         .sum::<usize>()
         == chunk.len();
-    if !touches_chunk && tiles_chunk {
+    if !touches_chunk && tiles_chunk && insert.is_none() {
         return Splice::Forward;
     }
-    let mut out = Vec::with_capacity(chunk.len());
-    for event in events {
+    let mut out = Vec::with_capacity(chunk.len() + insert.map_or(0, |(_, bytes)| bytes.len()));
+    for (index, event) in events.iter().enumerate() {
+        if let Some((at, bytes)) = insert {
+            if at == index {
+                out.extend_from_slice(bytes);
+            }
+        }
         match event {
             Event::HeaderPending {
                 chunk_range,
@@ -60,6 +79,11 @@ where
             } => out.extend_from_slice(chunk.get(chunk_range.clone()).unwrap_or(&[])),
             Event::Message(message) => replace(message, &mut out),
             _ => {}
+        }
+    }
+    if let Some((at, bytes)) = insert {
+        if at >= events.len() {
+            out.extend_from_slice(bytes);
         }
     }
     Splice::Replace(out)
