@@ -18,7 +18,7 @@ YAMLS := $(wildcard envoy/*.yaml examples/*.yaml)
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: setup targets envoy wasm-bindgen build run lint fmt-check clippy test test-unit test-wasm test-clients-setup \
-	test-integration validate bench-handshake bench-codec fuzz clean
+	test-integration validate bench-handshake bench-features bench-codec fuzz clean
 
 setup: targets envoy
 
@@ -105,6 +105,10 @@ fuzz:
 		target/fuzz/x86_64-unknown-linux-gnu/release/$$t $$work fuzz/corpus/$$t -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 		rm -rf $$work; \
 	done
+
+bench-features: build envoy
+	SWITCHBOARD_ENVOY=$(abspath $(ENVOY)) SWITCHBOARD_WASM=$(abspath $(WASM)) SWITCHBOARD_SBCTL=$(abspath $(SBCTL)) \
+		SWITCHBOARD_ENVOY_LOG_LEVEL=warn cargo bench -p switchboard --bench feature_cost
 
 bench-codec:
 	cargo bench -p switchboard-core --bench ws -- --warm-up-time 1 --measurement-time 3

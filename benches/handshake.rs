@@ -55,6 +55,7 @@ async fn main() {
         upstream_ports: &upstream,
         lb_policy: "MAGLEV",
         concurrency: 1,
+        log_level: None,
     };
     let bare = Envoy::start(&spec_for(String::new()));
 

@@ -2,16 +2,24 @@
 //! and an HTTP context per stream that carries out the core's verdicts.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
+use switchboard_core::backoff::{retry_after_secs, SaltedRng};
 use switchboard_core::config::Config;
 use switchboard_core::dedup::{decode_owned, encode_owned, ring_key, Delivery};
 use switchboard_core::resume::{add_resume_param, set_key, ResumeSet};
 use switchboard_core::session::{
     AgentStore, ChunkOutcome, ChunkReport, SessionFeatures, SessionOwner, WsSession,
 };
+use switchboard_core::token::config::{TokenConfig, MAX_RESPONSE_BYTES};
+use switchboard_core::token::inject::{auth_refresh_frame, inject, FrameContext, UpgradeInjection};
+use switchboard_core::token::record::{SharedToken, TokenRecord, RECORD_KEY};
+use switchboard_core::token::refresh::{apply_result, plan_tick, Applied};
+use switchboard_core::token::request::build_request;
+use switchboard_core::token::response::{parse_response, FetchError, Issued};
 use switchboard_core::upgrade::{
     self, check_answered_subprotocol, upstream_result, RejectReason, SubprotocolAnswer,
     SubprotocolPlan, Verdict, VerdictCache,
@@ -20,7 +28,8 @@ use switchboard_core::ws::Limits;
 
 use crate::host::{self, BufferKind, MapKind, SharedWrite};
 use crate::metrics::{
-    close_label, code_label, Family, Metrics, SESSIONS_ACTIVE, UPGRADE_FILTER_TIME_US,
+    close_label, code_label, Family, Metrics, PLATFORM_TOKEN_TTL, SESSIONS_ACTIVE,
+    UPGRADE_FILTER_TIME_US,
 };
 
 /// Slots of the shared dedup table (one ring per agent in a slot; see `core::dedup`).
@@ -32,19 +41,258 @@ const CAS_ATTEMPTS: usize = 3;
 struct Shared {
     config: Config,
     metrics: RefCell<Metrics>,
+    /// This VM's copy of the shared platform token, refreshed on every tick.
+    token: RefCell<TokenView>,
+    /// Salted per instance: `Retry-After` jitter and session ids.
+    rng: RefCell<SaltedRng>,
+}
+
+/// The platform token as this VM last read it from shared data.
+#[derive(Default)]
+struct TokenView {
+    token: Option<SharedToken>,
+    /// Consecutive failed fetches, which stretch the `Retry-After` of refused upgrades.
+    failures: u32,
+}
+
+impl TokenView {
+    fn update(&mut self, record: &TokenRecord) {
+        let newer = match (&self.token, &record.token) {
+            (Some(mine), Some(theirs)) => theirs.generation != mine.generation,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if newer {
+            self.token = record.token.clone();
+        }
+        self.failures = record.failures;
+    }
+}
+
+/// The platform-token work of one root context: leads the refresh when it holds the lease.
+struct Refresher {
+    /// This root context's identity in the lease (random per VM).
+    me: u64,
+    /// Outstanding token calls: call id to the record generation the fetch started from.
+    calls: HashMap<u32, u64>,
+    leader: bool,
 }
 
 pub struct Root {
     shared: Option<Rc<Shared>>,
+    refresher: Refresher,
 }
 
 impl Root {
     pub fn new() -> Self {
-        Root { shared: None }
+        Root {
+            shared: None,
+            refresher: Refresher {
+                me: 0,
+                calls: HashMap::new(),
+                leader: false,
+            },
+        }
     }
 }
 
-impl Context for Root {}
+fn now_ms() -> u64 {
+    host::now_nanos() / 1_000_000
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Without host entropy the clock still differs between VMs and instances.
+        return host::now_nanos() ^ 0x9e37_79b9_7f4a_7c15;
+    }
+    u64::from_le_bytes(bytes)
+}
+
+/// The shared token record and its CAS token (0 when absent or unreadable).
+fn read_record() -> (Option<TokenRecord>, u32) {
+    match host::shared_get(RECORD_KEY) {
+        Ok(Some((bytes, cas))) => (TokenRecord::decode(&bytes), cas),
+        _ => (None, 0),
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(generation) = self.refresher.calls.remove(&token_id) else {
+            return;
+        };
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let Some(config) = &shared.config.token else {
+            return;
+        };
+        let now = now_ms();
+        let status = if num_headers == 0 {
+            None
+        } else {
+            host::http_call_status()
+        };
+        let result = match host::http_call_body(body_size, MAX_RESPONSE_BYTES) {
+            Ok(body) => parse_response(status, &body, now, config),
+            Err(_) => Err(FetchError::NotJson),
+        };
+        self.store_result(&shared, config, generation, result, now);
+    }
+}
+
+impl Root {
+    /// Folds a fetch's outcome into the shared record (compare-and-swap, bounded retries).
+    fn store_result(
+        &mut self,
+        shared: &Shared,
+        config: &TokenConfig,
+        generation: u64,
+        result: Result<Issued, FetchError>,
+        now: u64,
+    ) {
+        let mut applied = None;
+        for _ in 0..CAS_ATTEMPTS * 2 {
+            let (record, cas) = read_record();
+            let (next, outcome) = apply_result(
+                record.as_ref(),
+                generation,
+                result.clone(),
+                now,
+                config,
+                &mut shared.rng.borrow_mut(),
+            );
+            if outcome == Applied::Stale {
+                applied = Some(outcome);
+                break;
+            }
+            match host::shared_set(RECORD_KEY, &next.encode(), cas) {
+                Ok(SharedWrite::Written) => {
+                    shared.token.borrow_mut().update(&next);
+                    applied = Some(outcome);
+                    break;
+                }
+                Ok(SharedWrite::CasMismatch) => continue,
+                Err(err) => {
+                    log::warn!("token: cannot store the refresh outcome: {err}");
+                    break;
+                }
+            }
+        }
+        let mut metrics = shared.metrics.borrow_mut();
+        match applied {
+            Some(Applied::Stored { generation }) => {
+                metrics.count(Family::TokenRefreshes, "ok");
+                let ttl = shared
+                    .token
+                    .borrow()
+                    .token
+                    .as_ref()
+                    .map_or(0, |t| t.seconds_to_expiry(now));
+                metrics.gauge_set(PLATFORM_TOKEN_TTL, ttl);
+                log::info!(
+                    "token: platform token generation {generation} stored, expires in {ttl}s"
+                );
+            }
+            Some(Applied::Failed { error, retry_in_ms }) => {
+                metrics.count(Family::TokenRefreshes, error.label());
+                let remaining = shared
+                    .token
+                    .borrow()
+                    .token
+                    .as_ref()
+                    .filter(|t| t.usable(now, config.safety_buffer_ms))
+                    .map(|t| t.seconds_to_expiry(now));
+                match remaining {
+                    Some(secs) => log::warn!(
+                        "token: refresh failed ({}); retrying in {retry_in_ms}ms; the current token expires in {secs}s",
+                        error.label()
+                    ),
+                    None => log::warn!(
+                        "token: refresh failed ({}); retrying in {retry_in_ms}ms; no usable platform token, upgrades get 503",
+                        error.label()
+                    ),
+                }
+            }
+            Some(Applied::Stale) => metrics.count(Family::TokenRefreshes, "stale"),
+            None => metrics.count(Family::TokenRefreshes, "store_failed"),
+        }
+    }
+
+    /// Every tick: follow the shared record; lead the refresh if this context holds the lease.
+    fn token_tick(&mut self, shared: &Rc<Shared>, config: &TokenConfig) {
+        let now = now_ms();
+        let (record, cas) = read_record();
+        let Some(record) = record else {
+            // First sight (or an unreadable record): publish an empty one without a leader.
+            // Leadership is then decided by compare-and-swap on the next tick, so two workers
+            // starting together cannot both fetch.
+            let _ = host::shared_set(RECORD_KEY, &TokenRecord::default().encode(), cas);
+            return;
+        };
+        shared.token.borrow_mut().update(&record);
+        let plan = plan_tick(Some(&record), self.refresher.me, now, config);
+        let Some(write) = plan.write else {
+            self.refresher.leader = false;
+            return;
+        };
+        match host::shared_set(RECORD_KEY, &write.encode(), cas) {
+            Ok(SharedWrite::Written) => {}
+            Ok(SharedWrite::CasMismatch) | Err(_) => {
+                self.refresher.leader = false;
+                return;
+            }
+        }
+        if !self.refresher.leader {
+            log::debug!("token: this worker now leads the platform token refresh");
+            self.refresher.leader = true;
+        }
+        let ttl = write.token.as_ref().map_or(0, |t| t.seconds_to_expiry(now));
+        shared
+            .metrics
+            .borrow_mut()
+            .gauge_set(PLATFORM_TOKEN_TTL, ttl);
+        let Some(fetch) = plan.fetch else {
+            return;
+        };
+        let request = build_request(config, fetch.refresh_token.as_deref());
+        match host::dispatch_http_call(
+            &config.cluster,
+            &request.headers,
+            &request.body,
+            config.timeout_ms,
+        ) {
+            Ok(call) => {
+                log::debug!(
+                    "token: fetching a platform token from cluster {} ({} grant)",
+                    config.cluster,
+                    config.grant.as_str()
+                );
+                self.refresher.calls.insert(call, fetch.generation);
+            }
+            Err(err) => {
+                log::warn!(
+                    "token: cannot call cluster {}: {err} (is the cluster defined?)",
+                    config.cluster
+                );
+                self.store_result(
+                    shared,
+                    config,
+                    fetch.generation,
+                    Err(FetchError::Dispatch),
+                    now,
+                );
+            }
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
@@ -59,9 +307,24 @@ impl RootContext for Root {
         match Config::from_json(&bytes) {
             Ok(config) => {
                 log::info!("configure: {}", config.summary());
+                // Salted per Envoy instance so a fleet does not retry in lockstep.
+                let node = host::property(&["node", "id"])
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                let rng = SaltedRng::from_salt(&node, random_u64());
+                self.refresher.me = random_u64().max(1);
+                if config.token.is_some() {
+                    if let Err(err) = host::set_tick_period(config.tick_ms) {
+                        log::error!("configure: cannot start the root timer: {err}");
+                        return false;
+                    }
+                }
                 self.shared = Some(Rc::new(Shared {
                     config,
                     metrics: RefCell::new(Metrics::default()),
+                    token: RefCell::new(TokenView::default()),
+                    rng: RefCell::new(rng),
                 }));
                 true
             }
@@ -83,6 +346,15 @@ impl RootContext for Root {
         }
     }
 
+    fn on_tick(&mut self) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        if let Some(config) = &shared.config.token {
+            self.token_tick(&shared, config);
+        }
+    }
+
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let shared = self.shared.clone()?;
         Some(Box::new(Stream {
@@ -94,6 +366,7 @@ impl RootContext for Root {
             identity: None,
             session: None,
             saw_close: false,
+            platform_token: None,
         }))
     }
 
@@ -125,6 +398,16 @@ struct Stream {
     session: Option<WsSession>,
     /// A close frame crossed the gateway in either direction.
     saw_close: bool,
+    /// The platform token this session runs on, when the gateway injects it.
+    platform_token: Option<SessionToken>,
+}
+
+/// Which platform token a session holds, so a newer one can be rotated in.
+struct SessionToken {
+    generation: u64,
+    refresh_at_ms: u64,
+    /// Announced in `auth_refresh` frames; random, never the agent id.
+    session_id: String,
 }
 
 /// Per-agent dedup windows and resume positions in Envoy shared data, shared by every worker.
@@ -209,6 +492,47 @@ impl Stream {
         self.reply(500, &[], "gateway error\n", "switchboard_internal_error")
     }
 
+    /// A platform token that may be injected now: this VM's copy, or a fresher read of the
+    /// shared record when the copy is too old (a refresh may have landed since the last tick).
+    fn usable_token(&self, config: &TokenConfig) -> Option<SharedToken> {
+        let now = now_ms();
+        let usable = |view: &TokenView| {
+            view.token
+                .as_ref()
+                .filter(|token| token.usable(now, config.safety_buffer_ms))
+                .cloned()
+        };
+        if let Some(token) = usable(&self.shared.token.borrow()) {
+            return Some(token);
+        }
+        if let (Some(record), _) = read_record() {
+            self.shared.token.borrow_mut().update(&record);
+        }
+        usable(&self.shared.token.borrow())
+    }
+
+    fn refuse_without_token(&self, config: &TokenConfig) -> Action {
+        let failures = self.shared.token.borrow().failures;
+        let retry_after = retry_after_secs(
+            config.retry_after_ms,
+            config.backoff.cap_ms.max(config.retry_after_ms),
+            failures,
+            &mut self.shared.rng.borrow_mut(),
+        )
+        .to_string();
+        self.count(Family::Upgrades, "no_token");
+        log::debug!(
+            "{}: no usable platform token; upgrade refused, retry after {retry_after}s",
+            self.context_id
+        );
+        self.reply(
+            503,
+            &[("retry-after", &retry_after), ("cache-control", "no-store")],
+            "platform token unavailable\n",
+            "switchboard_no_platform_token",
+        )
+    }
+
     fn handle_request_headers(&mut self) -> Action {
         let headers = match host::header_pairs(MapKind::RequestHeaders) {
             Ok(headers) => headers,
@@ -249,6 +573,15 @@ impl Stream {
             }
             Verdict::Forward(forward) => forward,
         };
+        // An upgrade the platform would refuse (or that would carry an expired token) is
+        // answered here instead: 503 with a jittered Retry-After.
+        let platform_token = match (&config.token, forward.upgrade) {
+            (Some(token_config), true) => match self.usable_token(token_config) {
+                Some(token) => Some(token),
+                None => return self.refuse_without_token(token_config),
+            },
+            _ => None,
+        };
 
         for name in &forward.remove_headers {
             if let Err(err) = host::remove_header(MapKind::RequestHeaders, name) {
@@ -280,6 +613,26 @@ impl Stream {
                     }
                 }
             }
+        }
+        if let (Some(token), Some(token_config)) = (&platform_token, &config.token) {
+            let current = path
+                .clone()
+                .unwrap_or_else(|| request_path(&headers).unwrap_or_else(|| "/".to_string()));
+            match inject(&token_config.injection, token, &current) {
+                UpgradeInjection::Header(value) => {
+                    if let Err(err) =
+                        host::set_header(MapKind::RequestHeaders, "authorization", &value)
+                    {
+                        return self.fail_closed("injecting the platform token", err);
+                    }
+                }
+                UpgradeInjection::Path(with_token) => path = Some(with_token),
+            }
+            self.platform_token = Some(SessionToken {
+                generation: token.generation,
+                refresh_at_ms: token.refresh_at_ms,
+                session_id: format!("sb-{:016x}", self.shared.rng.borrow_mut().next_u64()),
+            });
         }
         if let Some(path) = &path {
             if let Err(err) = host::set_header(MapKind::RequestHeaders, ":path", path) {
@@ -365,6 +718,40 @@ impl Stream {
     }
 }
 
+/// Queues an `auth_refresh` frame when a newer platform token exists and the session's own is
+/// inside its refresh window. It rides on this (or the next) client chunk: proxy-wasm cannot
+/// write into a stream that sends nothing.
+fn queue_rotation(
+    session: &mut WsSession,
+    held: &mut SessionToken,
+    config: &TokenConfig,
+    view: &TokenView,
+    identity: Option<&upgrade::SessionIdentity>,
+) {
+    let (Some(rotation), Some(token)) = (&config.rotation, &view.token) else {
+        return;
+    };
+    if token.generation <= held.generation || session.stopped() {
+        return;
+    }
+    let now = now_ms();
+    if now < held.refresh_at_ms || !token.usable(now, config.safety_buffer_ms) {
+        return;
+    }
+    let context = FrameContext {
+        session_id: &held.session_id,
+        region: identity.and_then(|i| i.region.as_deref()),
+    };
+    session.queue_for_platform(auth_refresh_frame(
+        rotation,
+        token,
+        &context,
+        host::mask_key(),
+    ));
+    held.generation = token.generation;
+    held.refresh_at_ms = token.refresh_at_ms;
+}
+
 fn request_path(headers: &[(String, Vec<u8>)]) -> Option<String> {
     headers
         .iter()
@@ -440,6 +827,19 @@ impl Stream {
                 return Action::Continue;
             }
         };
+        if from_client {
+            if let (Some(held), Some(config)) =
+                (self.platform_token.as_mut(), &self.shared.config.token)
+            {
+                queue_rotation(
+                    session,
+                    held,
+                    config,
+                    &self.shared.token.borrow(),
+                    self.identity.as_ref(),
+                );
+            }
+        }
         let mut report = ChunkReport::default();
         let outcome = if from_client {
             session.client_chunk(&chunk, host::mask_key(), &mut report)
@@ -481,6 +881,9 @@ impl Stream {
         if report.duplicates > 0 {
             metrics.add(Family::EventDrops, "duplicate", report.duplicates);
         }
+        if report.injected > 0 {
+            metrics.add(Family::AuthRefresh, "injected", report.injected);
+        }
         if report.misrouted > 0 {
             metrics.add(Family::EventDrops, "misrouted", report.misrouted);
         }
@@ -500,6 +903,13 @@ impl Stream {
 
 impl Context for Stream {
     fn on_done(&mut self) -> bool {
+        if self
+            .session
+            .as_ref()
+            .is_some_and(WsSession::has_pending_for_platform)
+        {
+            self.count(Family::AuthRefresh, "undelivered");
+        }
         if self.upgraded {
             self.upgraded = false;
             self.shared

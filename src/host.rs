@@ -35,9 +35,11 @@ const STATUS_CAS_MISMATCH: u32 = 8;
 
 #[derive(Debug, Clone, Copy)]
 #[repr(u32)]
+#[allow(clippy::enum_variant_names)] // the ABI's own names for these maps
 pub enum MapKind {
     RequestHeaders = 0,
     ResponseHeaders = 2,
+    HttpCallResponseHeaders = 6,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +47,7 @@ pub enum MapKind {
 pub enum BufferKind {
     RequestBody = 0,
     ResponseBody = 1,
+    HttpCallResponseBody = 4,
     PluginConfiguration = 7,
 }
 
@@ -136,6 +139,13 @@ extern "C" {
         return_id: *mut u32,
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
 }
 
@@ -353,6 +363,68 @@ pub fn increment_metric(id: u32, offset: i64) -> HostResult<()> {
 
 pub fn record_metric(id: u32, value: u64) -> HostResult<()> {
     check(unsafe { proxy_record_metric(id, value) })
+}
+
+/// Starts (or changes) this root context's timer; `on_tick` follows every `period_ms`.
+pub fn set_tick_period(period_ms: u64) -> HostResult<()> {
+    let period = u32::try_from(period_ms).map_err(|_| HostError::TooLarge)?;
+    check(unsafe { proxy_set_tick_period_milliseconds(period) })
+}
+
+/// A host property such as `["node", "id"]`; `None` when the host has no such property.
+pub fn property(path: &[&str]) -> HostResult<Option<Vec<u8>>> {
+    // The ABI takes the path segments joined by NUL.
+    let joined = path.join("\0");
+    let mut data = null_mut();
+    let mut size = 0usize;
+    let status = unsafe { proxy_get_property(joined.as_ptr(), joined.len(), &mut data, &mut size) };
+    match status {
+        STATUS_OK => Ok(Some(unsafe { take_bytes(data, size) })),
+        STATUS_NOT_FOUND => Ok(None),
+        other => Err(HostError::Status(other)),
+    }
+}
+
+/// Sends an HTTP request to an Envoy cluster; the answer arrives in the root context's
+/// `on_http_call_response` with the returned call id.
+///
+/// This goes through the SDK because the SDK's dispatcher must register the call id to route the
+/// answer back (an unregistered id makes it panic). Envoy answers a dispatch with Ok,
+/// BadArgument (e.g. unknown cluster) or InternalFailure, all of which the SDK returns as `Err`.
+pub fn dispatch_http_call(
+    cluster: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    timeout_ms: u64,
+) -> HostResult<u32> {
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    proxy_wasm::hostcalls::dispatch_http_call(
+        cluster,
+        pairs,
+        Some(body),
+        Vec::new(),
+        std::time::Duration::from_millis(timeout_ms),
+    )
+    .map_err(|status| HostError::Status(status as u32))
+}
+
+/// `:status` of an HTTP call's answer (`None` when the call failed without one).
+pub fn http_call_status() -> Option<u16> {
+    header(MapKind::HttpCallResponseHeaders, ":status")
+        .ok()
+        .flatten()
+        .and_then(|value| std::str::from_utf8(&value).ok()?.parse().ok())
+}
+
+/// Up to `max` bytes of an HTTP call's answer body; `Err(TooLarge)` when it is longer.
+pub fn http_call_body(size: usize, max: usize) -> HostResult<Vec<u8>> {
+    if size > max {
+        return Err(HostError::TooLarge);
+    }
+    body(BufferKind::HttpCallResponseBody, size)
 }
 
 /// Routes the `log` crate to Envoy's log, at the level Envoy runs the wasm component with.

@@ -33,6 +33,10 @@ pub enum Family {
     Closes,
     /// `switchboard.sessions.result.<result>` for session-level outcomes
     Sessions,
+    /// `switchboard.token_refreshes.result.<ok|connect_error|timeout|invalid_grant|...>`
+    TokenRefreshes,
+    /// `switchboard.auth_refresh.result.<injected|pending_at_close>`
+    AuthRefresh,
 }
 
 impl Family {
@@ -49,12 +53,17 @@ impl Family {
             Family::Violations => "switchboard.violations.code.",
             Family::Closes => "switchboard.closes.side.",
             Family::Sessions => "switchboard.sessions.result.",
+            Family::TokenRefreshes => "switchboard.token_refreshes.result.",
+            Family::AuthRefresh => "switchboard.auth_refresh.result.",
         }
     }
 }
 
 pub const SESSIONS_ACTIVE: &str = "switchboard.sessions_active";
 pub const UPGRADE_FILTER_TIME_US: &str = "switchboard.upgrade_filter_time_us";
+/// Seconds until the shared platform token expires (0 when there is none); set by the refresh
+/// leader, which is one root context per process.
+pub const PLATFORM_TOKEN_TTL: &str = "switchboard.platform_token_seconds_to_expiry";
 
 /// Per-VM metric ids.
 #[derive(Default)]
@@ -108,6 +117,13 @@ impl Metrics {
     pub fn gauge_add(&mut self, name: &'static str, delta: i64) {
         if let Some(id) = self.named_id(MetricKind::Gauge, name) {
             let _ = host::increment_metric(id, delta);
+        }
+    }
+
+    /// Sets a gauge only one writer owns at a time (the refresh leader).
+    pub fn gauge_set(&mut self, name: &'static str, value: u64) {
+        if let Some(id) = self.named_id(MetricKind::Gauge, name) {
+            let _ = host::record_metric(id, value);
         }
     }
 

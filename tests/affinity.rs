@@ -23,6 +23,7 @@ fn three_hosts() -> (Vec<Platform>, Envoy) {
         upstream_ports: &ports,
         lb_policy: "MAGLEV",
         concurrency: 2,
+        log_level: None,
     });
     (platforms, envoy)
 }

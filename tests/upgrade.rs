@@ -513,6 +513,7 @@ fn bad_config_is_one_log_line_naming_the_field() {
         upstream_ports: &[9],
         lb_policy: "MAGLEV",
         concurrency: 2,
+        log_level: None,
     });
     let log = match result {
         Ok(envoy) => panic!(

@@ -105,7 +105,13 @@ pub async fn http_get(url: &str) -> String {
 
 /// Tests run the wasm component at debug level (its reasons show in failures); a benchmark sets
 /// `SWITCHBOARD_ENVOY_LOG_LEVEL=warn` so logging is not what it measures.
-fn log_level_args() -> Vec<String> {
+fn log_level_args(spec_level: Option<&str>) -> Vec<String> {
+    if let Some(level) = spec_level {
+        // e.g. "trace", or "info --component-log-level wasm:trace".
+        let mut args = vec!["--log-level".to_string()];
+        args.extend(level.split_whitespace().map(str::to_string));
+        return args;
+    }
     match std::env::var("SWITCHBOARD_ENVOY_LOG_LEVEL") {
         Ok(level) => vec!["--log-level".into(), level],
         Err(_) => vec![
@@ -135,6 +141,9 @@ pub struct GatewaySpec<'a> {
     pub upstream_ports: &'a [u16],
     pub lb_policy: &'a str,
     pub concurrency: u32,
+    /// Envoy's `--log-level` value, optionally followed by more log arguments (default: info,
+    /// wasm at debug).
+    pub log_level: Option<&'a str>,
 }
 
 pub fn gateway_yaml(spec: &GatewaySpec<'_>, wasm: &Path) -> String {
@@ -234,8 +243,19 @@ static_resources:
         cluster_name: platform
         endpoints:
           - lb_endpoints:
-{endpoints}"#,
+{endpoints}    - name: platform_token
+      type: STATIC
+      connect_timeout: 1s
+      load_assignment:
+        cluster_name: platform_token
+        endpoints:
+          - lb_endpoints:
+              - endpoint:
+                  address:
+                    socket_address: {{ address: 127.0.0.1, port_value: {token_port} }}
+"#,
         lb = spec.lb_policy,
+        token_port = spec.upstream_ports.first().copied().unwrap_or(9),
     )
 }
 
@@ -261,7 +281,7 @@ impl Envoy {
             .arg(&admin_path)
             .args(["--base-id", &base_id.to_string()])
             .args(["--concurrency", &spec.concurrency.to_string()])
-            .args(log_level_args())
+            .args(log_level_args(spec.log_level))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -393,6 +413,7 @@ pub fn gateway(platform: &Platform, extra: serde_json::Value) -> Envoy {
         upstream_ports: &[platform.port],
         lb_policy: "MAGLEV",
         concurrency: 2,
+        log_level: None,
     })
 }
 

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 use switchboard_core::config::Config;
+use switchboard_core::token::config::{ClientAuth, Grant, Injection, TokenConfig};
 
 /// `@type` of the Envoy Wasm HTTP filter's typed config.
 pub const WASM_FILTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
@@ -165,7 +166,7 @@ pub fn effective_lines(config: &Config) -> Vec<String> {
     } else {
         config.platform.subprotocols.join(", ")
     };
-    vec![
+    let mut lines = vec![
         format!("profile: {}", config.profile.as_str()),
         format!("early_data: {}", config.early_data.as_str()),
         format!(
@@ -193,7 +194,81 @@ pub fn effective_lines(config: &Config) -> Vec<String> {
         format!("platform.tenant_header: {}", config.platform.tenant_header),
         format!("platform.region_header: {}", config.platform.region_header),
         format!("platform.subprotocols: {subprotocols}"),
-    ]
+        format!("tick: {}ms", config.tick_ms),
+    ];
+    lines.extend(token_lines(config.token.as_ref()));
+    lines
+}
+
+/// The `token` section with every default resolved; secrets print as `<redacted>`.
+fn token_lines(token: Option<&TokenConfig>) -> Vec<String> {
+    let Some(token) = token else {
+        return vec!["token: off (platform credentials are the client's business)".to_owned()];
+    };
+    let secs = |ms: u64| format!("{}ms", ms);
+    let mut lines = vec![
+        format!("token.cluster: {}", token.cluster),
+        format!("token.authority: {}", token.authority),
+        format!("token.path: {}", token.path),
+        format!("token.grant: {}", token.grant.as_str()),
+        format!("token.client_id: {}", token.client_id),
+        format!(
+            "token.client_secret: {}",
+            if token.client_secret.is_some() {
+                "<redacted>"
+            } else {
+                "(none)"
+            }
+        ),
+        format!(
+            "token.client_auth: {}",
+            match token.client_auth {
+                ClientAuth::Basic => "basic",
+                ClientAuth::Post => "post",
+            }
+        ),
+        format!("token.scopes: {}", token.scopes.join(" ")),
+        format!(
+            "token.audience: {}",
+            token.audience.as_deref().unwrap_or("(none)")
+        ),
+        format!("token.refresh_at: {}", token.refresh_fraction),
+        format!("token.safety_buffer: {}", secs(token.safety_buffer_ms)),
+        format!("token.clock_skew: {}", secs(token.clock_skew_ms)),
+        format!("token.timeout: {}", secs(token.timeout_ms)),
+        format!(
+            "token.backoff: base {} cap {} slow {}",
+            secs(token.backoff.base_ms),
+            secs(token.backoff.cap_ms),
+            secs(token.backoff.slow_ms)
+        ),
+        format!("token.max_lifetime: {}", secs(token.max_lifetime_ms)),
+        format!(
+            "token.inject: {}",
+            match &token.injection {
+                Injection::Header => "header (Authorization: Bearer)".to_owned(),
+                Injection::Query(name) => format!("query ({name})"),
+            }
+        ),
+        format!("token.retry_after: {}", secs(token.retry_after_ms)),
+        format!("token.lease: {}", secs(token.lease_ms)),
+    ];
+    if let Grant::RefreshToken { .. } = token.grant {
+        lines.push("token.refresh_token: <redacted>".to_owned());
+    }
+    lines.push(match &token.rotation {
+        None => "token.rotation: off".to_owned(),
+        Some(rotation) => format!(
+            "token.rotation: frame_type {} target_scope \"{}\" region {}",
+            rotation.frame_type,
+            rotation.target_scope,
+            rotation
+                .region
+                .as_deref()
+                .unwrap_or("(from the agent token)")
+        ),
+    });
+    lines
 }
 
 /// Tells the filter JSON from an Envoy file and extracts every filter configuration.
@@ -477,5 +552,31 @@ mod tests {
         assert!(lines.contains(&"identity.keys: 1".to_owned()));
         assert!(lines.contains(&"routing.header: x-agent-routing-key".to_owned()));
         assert!(lines.iter().all(|line| !line.contains(SECRET)));
+    }
+
+    #[test]
+    fn effective_token_lines_redact_secrets() {
+        let mut json: serde_json::Value = serde_json::from_str(&filter_json("HS256")).unwrap();
+        json["profile"] = "nice".into();
+        json["token"] = serde_json::json!({
+            "cluster": "idp",
+            "client_id": "sb",
+            "client_secret": "client-secret-value",
+            "grant": "refresh_token",
+            "refresh_token": "refresh-token-value"
+        });
+        let config = Config::from_json(json.to_string().as_bytes()).unwrap();
+        let lines = effective_lines(&config);
+        assert!(
+            lines.contains(&"token.grant: refresh_token".to_owned()),
+            "{lines:#?}"
+        );
+        assert!(lines.contains(&"token.inject: query (access_token)".to_owned()));
+        assert!(lines.contains(&"token.client_secret: <redacted>".to_owned()));
+        assert!(lines.contains(&"token.refresh_token: <redacted>".to_owned()));
+        assert!(lines.contains(&"token.refresh_at: 0.85".to_owned()));
+        let all = lines.join("\n");
+        assert!(!all.contains("client-secret-value") && !all.contains("refresh-token-value"));
+        assert!(!format!("{config:?}").contains("client-secret-value"));
     }
 }

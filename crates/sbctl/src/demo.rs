@@ -35,6 +35,8 @@ pub const ENVOY_LOG: &str = "envoy.log";
 const ENVOY_CONCURRENCY: &str = "2";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const READY_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How long the demo waits for the gateway's first platform token after Envoy is live.
+const TOKEN_WAIT: Duration = Duration::from_secs(10);
 const READY_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 /// Largest `/ready` response read (the real one is a few dozen bytes).
 const MAX_READY_RESPONSE_BYTES: u64 = 4096;
@@ -181,6 +183,10 @@ async fn supervise(options: &DemoOptions, prepared: &Prepared) -> anyhow::Result
         MockConfig {
             name: PLATFORM_NAME.to_owned(),
             event_rate: options.event_rate,
+            // The gateway owns the platform token: the platform insists on one, and a 10-minute
+            // lifetime shows a rotation within minutes of starting.
+            require_token: true,
+            token_lifetime_secs: 600,
             ..MockConfig::default()
         },
         listener,
@@ -214,7 +220,15 @@ async fn run_envoy(
     let startup = tokio::select! {
         status = envoy.wait() => Startup::Exited(status.context("waiting for envoy")?),
         name = stop.recv() => Startup::Stopped(name),
-        ready = wait_until_live(options.admin_port) => {
+        ready = async {
+            let live = wait_until_live(options.admin_port).await;
+            if live && !wait_for_platform_token(options.admin_port).await {
+                eprintln!(
+                    "sbctl: the gateway has no platform token yet; upgrades get 503 until it does"
+                );
+            }
+            live
+        } => {
             if ready { Startup::Ready } else { Startup::TimedOut }
         }
     };
@@ -370,11 +384,12 @@ async fn wait_until_live(admin_port: u16) -> bool {
     }
 }
 
-async fn admin_says_live(admin_port: u16) -> bool {
+/// One bounded admin GET; the raw response, or `None`.
+async fn admin_get(admin_port: u16, path: &str) -> Option<Vec<u8>> {
     let exchange = async {
         let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, admin_port)).await?;
         let request = format!(
-            "GET /ready HTTP/1.1\r\nHost: 127.0.0.1:{admin_port}\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{admin_port}\r\nConnection: close\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await?;
         let mut response = Vec::new();
@@ -384,10 +399,41 @@ async fn admin_says_live(admin_port: u16) -> bool {
             .await?;
         Ok::<_, io::Error>(response)
     };
-    matches!(
-        timeout(READY_REQUEST_TIMEOUT, exchange).await,
-        Ok(Ok(response)) if is_live_response(&response)
-    )
+    match timeout(READY_REQUEST_TIMEOUT, exchange).await {
+        Ok(Ok(response)) => Some(response),
+        _ => None,
+    }
+}
+
+async fn admin_says_live(admin_port: u16) -> bool {
+    admin_get(admin_port, "/ready")
+        .await
+        .is_some_and(|response| is_live_response(&response))
+}
+
+/// The demo configuration owns the platform token: announcing the stack before the first token
+/// is stored would hand the first agent a 503. Waits at most [`TOKEN_WAIT`].
+async fn wait_for_platform_token(admin_port: u16) -> bool {
+    let deadline = Instant::now() + TOKEN_WAIT;
+    let path = "/stats?filter=token_refreshes.result.ok$";
+    loop {
+        if let Some(response) = admin_get(admin_port, path).await {
+            let text = String::from_utf8_lossy(&response);
+            let stored = text.lines().any(|line| {
+                line.split_once(": ").is_some_and(|(name, value)| {
+                    name.ends_with("switchboard.token_refreshes.result.ok")
+                        && value.trim().parse::<u64>().is_ok_and(|n| n > 0)
+                })
+            });
+            if stored {
+                return true;
+            }
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        sleep(READY_POLL_INTERVAL).await;
+    }
 }
 
 /// Envoy's admin `/ready` answers 200 with the body `LIVE` once the server is initialised and

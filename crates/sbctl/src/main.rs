@@ -10,7 +10,9 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use sbctl::keygen::{self, KeyFile, KeyKinds};
 use sbctl::mint::{self, Alg, MintSpec, SigningKey};
-use sbctl::mock::{self, EnvelopeMode, MockConfig, MockPlatform, Secret, SessionFault, TokenFault};
+use sbctl::mock::{
+    self, EnvelopeMode, MockConfig, MockPlatform, Secret, SessionFault, TokenFault, TokenFormat,
+};
 use sbctl::render::{self, RenderOptions};
 
 #[derive(Debug, Parser)]
@@ -116,9 +118,25 @@ struct MockArgs {
     /// Session (and token-request) records kept.
     #[arg(long, default_value_t = 10_000)]
     max_records: usize,
-    /// Access-token lifetime in seconds.
+    /// Access-token lifetime in seconds (`expires_in`), at least 1.
     #[arg(long, default_value_t = 3600)]
     token_lifetime: u64,
+    /// Access-token shape: opaque (random base64url) or jwt (HS256 JWT with iss, sub, scope,
+    /// iat, exp and jti, signed with a random per-process key).
+    #[arg(long, default_value = "opaque")]
+    token_format: TokenFormat,
+    /// Make the JWT `exp` claim, and the token's real expiry, this many seconds earlier than
+    /// `expires_in` implies (0..=86400; needs --token-format jwt).
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    jwt_exp_skew: u64,
+    /// Require a valid access token from /oauth/token on every WebSocket upgrade
+    /// (`Authorization: Bearer` or `?access_token=`; otherwise 401, counted in GET /_mock/health),
+    /// and close a session with 1008 "token expired" when its token expires before an
+    /// `auth_refresh` frame brings a valid one. An invalid `auth_refresh` closes it with 1008
+    /// "invalid auth_refresh". Without this flag `auth_refresh` frames are still consumed and
+    /// recorded, never enforced.
+    #[arg(long)]
+    require_token: bool,
     /// OAuth client id accepted by /oauth/token.
     #[arg(long, default_value = "switchboard")]
     client_id: String,
@@ -372,6 +390,9 @@ fn run_mock(args: MockArgs) -> anyhow::Result<()> {
         fault_after: args.fault_after,
         drop_after: args.drop_after,
         oversized_bytes: args.oversized_bytes,
+        require_token: args.require_token,
+        token_format: args.token_format,
+        jwt_exp_skew_secs: args.jwt_exp_skew,
         ..MockConfig::default()
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -59,7 +59,7 @@ fn envoy_yaml(filters: &[(&str, String)]) -> String {
     yaml
 }
 
-const OK_GENERIC: &str = "ok: profile=generic early_data=reject_upgrades origin=any keys=1 token_sources=authorization,subprotocol,query routing_header=x-agent-routing-key cache_slots=16384";
+const OK_GENERIC: &str = "ok: profile=generic early_data=reject_upgrades origin=any keys=1 token_sources=authorization,subprotocol,query routing_header=x-agent-routing-key cache_slots=16384 platform_token=off";
 
 #[test]
 fn valid_json_prints_ok_and_exits_0() {

@@ -38,8 +38,10 @@ pub fn build_request(config: &TokenConfig, refresh_token: Option<&str>) -> Token
             form.push(("refresh_token", refresh_token.unwrap_or(initial.expose())));
         }
     }
+    // RFC 6749 §6: a refresh may only narrow the scope the refresh token was issued with, so
+    // it asks for none and keeps what it had; the client credentials grant asks for the scopes.
     let scope = config.scopes.join(" ");
-    if !scope.is_empty() {
+    if !scope.is_empty() && config.grant == Grant::ClientCredentials {
         form.push(("scope", &scope));
     }
     if let Some(audience) = &config.audience {

@@ -172,7 +172,7 @@ fn client_credentials_request_with_basic_auth() {
 fn refresh_grant_with_post_auth_uses_the_current_chain_link() {
     let config = config_from(
         r#"{"cluster":"idp","client_id":"sb","client_secret":"p&w","grant":"refresh_token",
-            "refresh_token":"first","client_auth":"post","audience":"https://api"}"#,
+            "refresh_token":"first","client_auth":"post","audience":"https://api","scopes":["a"]}"#,
     )
     .unwrap();
     let body = |rt: Option<&str>| String::from_utf8(build_request(&config, rt).body).unwrap();

@@ -7,6 +7,29 @@
 //! `cursor=<seq>`. Sessions can misbehave on request (`?fault=` or `--fault`, see
 //! [`SessionFault`]), and can speak permessage-deflate (`--deflate`).
 //!
+//! With `--require-token` ([`MockConfig::require_token`]) the platform behaves like one that
+//! owns its sessions' credentials:
+//!
+//! - An upgrade must carry an access token this mock issued and that has not expired, as
+//!   `Authorization: Bearer <token>` (RFC 6750 §2.1) or the `access_token` query parameter
+//!   (§2.3); a Bearer header wins over the parameter. Otherwise the answer is 401 with
+//!   `WWW-Authenticate: Bearer error="invalid_token"` and no upgrade, counted in the
+//!   `GET /_mock/health` JSON ([`MockHealth`]) as `rejected_upgrades_no_token` (split into
+//!   `rejected_upgrades_token_missing` and `rejected_upgrades_token_invalid`).
+//! - A session remembers its token's expiry. When that passes without a valid `auth_refresh`
+//!   frame, the server closes it with 1008 (policy violation, RFC 6455 §7.4.1) and reason
+//!   "token expired"; its record shows `expired: true` and `server_close_code: 1008`.
+//! - An `auth_refresh` frame whose token is not a valid one from this mock closes the session
+//!   with 1008 and reason "invalid auth_refresh".
+//!
+//! Whatever the flag, client text messages that are `auth_refresh` frames (see [`inbound`]) are
+//! consumed, not echoed, and counted in the session record (`auth_refreshes`,
+//! `auth_refreshes_invalid`, `last_auth_refresh` without the token, `token_expires_at_ms`), and
+//! every inbound data message leaves a marker in the record's bounded `inbound_log`.
+//!
+//! Access tokens are opaque by default; `--token-format jwt` issues HS256 JWTs, and
+//! `--jwt-exp-skew` puts their `exp` before what `expires_in` says (see [`oauth`]).
+//!
 //! Use [`MockPlatform::new`] plus [`MockPlatform::serve`] to run it on a listener you bound, or
 //! [`spawn`] to run it on a background task and stop it with [`MockHandle::shutdown`].
 
@@ -16,6 +39,7 @@ pub mod envelope;
 pub mod fault;
 pub mod frame;
 pub mod history;
+pub mod inbound;
 pub mod oauth;
 pub mod records;
 mod server;
@@ -26,6 +50,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -37,11 +62,12 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 pub use envelope::{Envelope, EnvelopeMode};
 pub use fault::SessionFault;
 pub use history::{AgentHistoryView, HistoryLimits, ResumePoint, SentEvent};
-pub use oauth::{FaultSettings, Secret, TokenFault};
+pub use inbound::AuthRefreshSeen;
+pub use oauth::{FaultSettings, Secret, TokenFault, TokenFormat};
 pub use records::{SessionRecord, TokenRequestRecord};
 
 use history::EventHistory;
-use oauth::TokenAuthority;
+use oauth::{JwtSigner, TokenAuthority};
 use records::{LiveSession, SessionLog, TokenRequestLog};
 
 /// Where `sbctl mock-platform` listens unless told otherwise.
@@ -106,6 +132,14 @@ pub struct MockConfig {
     pub drop_after: u64,
     /// Size of the `oversized` fault's message.
     pub oversized_bytes: usize,
+    /// Upgrades must carry a valid access token from this mock, and sessions end (1008) when
+    /// theirs expires without a valid `auth_refresh`. Off: upgrades are not checked at all.
+    pub require_token: bool,
+    /// Shape of issued access tokens.
+    pub token_format: TokenFormat,
+    /// Seconds by which a JWT's `exp` (and the token's real expiry) precede what `expires_in`
+    /// says; `jwt` format only.
+    pub jwt_exp_skew_secs: u64,
 }
 
 impl Default for MockConfig {
@@ -131,6 +165,9 @@ impl Default for MockConfig {
             fault_after: 0,
             drop_after: fault::DEFAULT_DROP_AFTER,
             oversized_bytes: fault::DEFAULT_OVERSIZED_BYTES,
+            require_token: false,
+            token_format: TokenFormat::Opaque,
+            jwt_exp_skew_secs: 0,
         }
     }
 }
@@ -166,6 +203,11 @@ pub enum MockConfigError {
     DropAfter(u64),
     #[error("oversized_bytes: must be 1..={max}, got {0}", max = fault::MAX_OVERSIZED_BYTES)]
     OversizedBytes(usize),
+    #[error("jwt_exp_skew: must be 0..={max} seconds, got {0}", max = oauth::MAX_JWT_EXP_SKEW_SECS)]
+    JwtExpSkew(u64),
+    /// A skew only means something for JWTs; refusing it catches a forgotten `--token-format`.
+    #[error("jwt_exp_skew: needs token_format jwt")]
+    JwtExpSkewNeedsJwt,
 }
 
 /// The validated, immutable part of the configuration.
@@ -184,6 +226,31 @@ struct Settings {
     fault_after: u64,
     drop_after: u64,
     oversized_bytes: usize,
+    require_token: bool,
+}
+
+/// Upgrades refused for want of a valid token (`--require-token`).
+#[derive(Debug, Default)]
+struct UpgradeCounters {
+    token_missing: AtomicU64,
+    token_invalid: AtomicU64,
+}
+
+/// What `GET /_mock/health` serves.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MockHealth {
+    /// Always "ok": the platform answers.
+    pub status: String,
+    /// `--require-token` is on.
+    pub require_token: bool,
+    /// `opaque` or `jwt`.
+    pub token_format: String,
+    /// Upgrades answered 401 for want of a valid token: the two below together.
+    pub rejected_upgrades_no_token: u64,
+    /// Of those, upgrades that carried no Bearer header and no `access_token` parameter.
+    pub rejected_upgrades_token_missing: u64,
+    /// Of those, upgrades whose token was unknown here or expired.
+    pub rejected_upgrades_token_invalid: u64,
 }
 
 /// State shared by every connection of one mock platform.
@@ -196,6 +263,7 @@ struct Shared {
     history: Mutex<EventHistory>,
     /// Sessions whose task is running, by number (at most `max_connections`).
     live: Mutex<HashMap<u64, Arc<LiveSession>>>,
+    upgrades: UpgradeCounters,
 }
 
 /// Locks, carrying on past a poisoned lock: every critical section here leaves the data
@@ -269,12 +337,18 @@ impl MockPlatform {
         if !(1..=fault::MAX_OVERSIZED_BYTES).contains(&config.oversized_bytes) {
             return Err(MockConfigError::OversizedBytes(config.oversized_bytes));
         }
+        if config.jwt_exp_skew_secs > oauth::MAX_JWT_EXP_SKEW_SECS {
+            return Err(MockConfigError::JwtExpSkew(config.jwt_exp_skew_secs));
+        }
+        if config.jwt_exp_skew_secs > 0 && config.token_format != TokenFormat::Jwt {
+            return Err(MockConfigError::JwtExpSkewNeedsJwt);
+        }
         let websocket = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE_BYTES))
             .max_frame_size(Some(MAX_MESSAGE_BYTES))
             // A client that stops reading cannot make us queue more than two full messages.
             .max_write_buffer_size(2 * MAX_MESSAGE_BYTES);
-        let authority = TokenAuthority::new(
+        let mut authority = TokenAuthority::new(
             config.client_id,
             config.client_secret,
             config.token_lifetime_secs,
@@ -282,6 +356,13 @@ impl MockPlatform {
             config.token_fault_delay_ms,
             config.max_tokens,
         );
+        if config.token_format == TokenFormat::Jwt {
+            // A fresh key per process: only this process ever needs to know it.
+            authority = authority.with_jwt(JwtSigner::random(
+                &mut rand::rng(),
+                config.jwt_exp_skew_secs,
+            ));
+        }
         Ok(Self {
             shared: Arc::new(Shared {
                 settings: Settings {
@@ -297,6 +378,7 @@ impl MockPlatform {
                     fault_after: config.fault_after,
                     drop_after: config.drop_after,
                     oversized_bytes: config.oversized_bytes,
+                    require_token: config.require_token,
                 },
                 sessions: Mutex::new(SessionLog::new(config.max_records)),
                 token_requests: Mutex::new(TokenRequestLog::new(config.max_records)),
@@ -306,6 +388,7 @@ impl MockPlatform {
                     agents: config.history_agents,
                 })),
                 live: Mutex::new(HashMap::new()),
+                upgrades: UpgradeCounters::default(),
             }),
         })
     }
@@ -338,6 +421,30 @@ impl MockPlatform {
     /// As `access_token_valid`, at a given time.
     pub fn access_token_valid_at(&self, token: &str, now_ms: u64) -> bool {
         lock(&self.shared.authority).access_token_valid(token, now_ms)
+    }
+
+    /// When `token` expires (Unix ms), if this platform issued it and still remembers it.
+    pub fn access_token_expiry_ms(&self, token: &str) -> Option<u64> {
+        lock(&self.shared.authority).access_token_expiry_ms(token)
+    }
+
+    /// What `GET /_mock/health` serves: token settings and the upgrades refused for want of a
+    /// valid token.
+    pub fn health(&self) -> MockHealth {
+        Self::health_of(&self.shared)
+    }
+
+    fn health_of(shared: &Shared) -> MockHealth {
+        let missing = shared.upgrades.token_missing.load(Ordering::Relaxed);
+        let invalid = shared.upgrades.token_invalid.load(Ordering::Relaxed);
+        MockHealth {
+            status: "ok".to_owned(),
+            require_token: shared.settings.require_token,
+            token_format: lock(&shared.authority).token_format().as_str().to_owned(),
+            rejected_upgrades_no_token: missing.saturating_add(invalid),
+            rejected_upgrades_token_missing: missing,
+            rejected_upgrades_token_invalid: invalid,
+        }
     }
 
     /// Current token fault, lifetime and slow delay.
@@ -377,7 +484,7 @@ impl MockPlatform {
     }
 
     /// Forgets session and token-request records and every agent's event history (sequences
-    /// start again at 1). Issued tokens stay valid.
+    /// start again at 1), and zeroes the upgrade counters. Issued tokens stay valid.
     pub fn reset(&self) {
         server::reset(&self.shared);
     }
@@ -510,6 +617,40 @@ mod tests {
             }),
             Some(MockConfigError::TokenLifetime(0))
         );
+    }
+
+    #[test]
+    fn jwt_skew_is_bounded_and_needs_jwt() {
+        let invalid = |config: MockConfig| MockPlatform::new(config).err();
+        assert_eq!(
+            invalid(MockConfig {
+                token_format: TokenFormat::Jwt,
+                jwt_exp_skew_secs: oauth::MAX_JWT_EXP_SKEW_SECS + 1,
+                ..MockConfig::default()
+            }),
+            Some(MockConfigError::JwtExpSkew(
+                oauth::MAX_JWT_EXP_SKEW_SECS + 1
+            ))
+        );
+        assert_eq!(
+            invalid(MockConfig {
+                jwt_exp_skew_secs: 1,
+                ..MockConfig::default()
+            }),
+            Some(MockConfigError::JwtExpSkewNeedsJwt)
+        );
+        let platform = MockPlatform::new(MockConfig {
+            token_format: TokenFormat::Jwt,
+            jwt_exp_skew_secs: oauth::MAX_JWT_EXP_SKEW_SECS,
+            require_token: true,
+            ..MockConfig::default()
+        });
+        assert!(platform.is_ok_and(|p| {
+            let health = p.health();
+            health.require_token
+                && health.token_format == "jwt"
+                && health.rejected_upgrades_no_token == 0
+        }));
     }
 
     #[test]

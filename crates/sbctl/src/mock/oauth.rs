@@ -1,6 +1,11 @@
 //! The mock platform's OAuth 2.0 token endpoint (RFC 6749): client-credentials and refresh-token
 //! grants with refresh-token rotation, plus switchable failure modes.
 //!
+//! Access tokens are opaque random strings by default, or HS256 JWTs (RFC 7519) with
+//! `--token-format jwt`. Either way the authority remembers each one with its expiry and answers
+//! validity by looking it up; the JWT signature is there for clients that verify or peek, never
+//! checked here.
+//!
 //! Everything here is synchronous and takes `now_ms` and a random source as arguments; the HTTP
 //! edge in `server.rs` reads the body, sleeps for the `slow` fault and drops the connection for
 //! the `down` fault.
@@ -10,6 +15,7 @@ use std::fmt;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
+use jwt_simple::prelude::{HS256Key, JWTClaims, MACLike};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -28,6 +34,12 @@ pub const DEFAULT_SLOW_DELAY_MS: u64 = 10_000;
 pub const MAX_SLOW_DELAY_MS: u64 = 600_000;
 /// Upper bound for the access-token lifetime (ten years).
 pub const MAX_TOKEN_LIFETIME_SECS: u64 = 10 * 365 * 86_400;
+/// Upper bound for `--jwt-exp-skew` (one day).
+pub const MAX_JWT_EXP_SKEW_SECS: u64 = 86_400;
+/// `iss` of the JWT access tokens.
+pub const JWT_ISSUER: &str = "sbctl-mock";
+/// RFC 7518 §3.2: an HS256 key MUST be at least as long as the hash output.
+pub const JWT_KEY_BYTES: usize = 32;
 
 /// A credential that must never reach a log line: `Debug` prints `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
@@ -36,6 +48,11 @@ pub struct Secret(String);
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
+    }
+
+    /// The credential itself, for comparing or looking it up; never for a log line.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
     }
 
     /// Compares in time independent of where the first difference is, so response timing does
@@ -110,6 +127,135 @@ impl std::str::FromStr for TokenFault {
                 "unknown token fault {other:?} (expected none, down, slow, 500, garbage or invalid_grant)"
             )),
         }
+    }
+}
+
+/// The shape of issued access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenFormat {
+    /// 32 random bytes as base64url: a client can learn the expiry only from `expires_in`.
+    #[default]
+    Opaque,
+    /// An HS256 JWT whose `exp` a client can read (and which `--jwt-exp-skew` can pull earlier
+    /// than `expires_in` says).
+    Jwt,
+}
+
+impl TokenFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenFormat::Opaque => "opaque",
+            TokenFormat::Jwt => "jwt",
+        }
+    }
+}
+
+impl fmt::Display for TokenFormat {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for TokenFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "opaque" => Ok(TokenFormat::Opaque),
+            "jwt" => Ok(TokenFormat::Jwt),
+            other => Err(format!(
+                "unknown token format {other:?} (expected opaque or jwt)"
+            )),
+        }
+    }
+}
+
+/// Signs the JWT access tokens with a key that lives as long as the process.
+#[derive(Clone)]
+pub struct JwtSigner {
+    key: HS256Key,
+    exp_skew_secs: u64,
+}
+
+/// The key is a secret: `Debug` shows only the skew.
+impl fmt::Debug for JwtSigner {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("JwtSigner")
+            .field("key", &"<redacted>")
+            .field("exp_skew_secs", &self.exp_skew_secs)
+            .finish()
+    }
+}
+
+/// The claims of one JWT access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JwtClaims<'a> {
+    pub subject: &'a str,
+    pub scope: &'a str,
+    pub issued_at_secs: u64,
+    pub expires_at_secs: u64,
+    pub jwt_id: &'a str,
+}
+
+/// Why a JWT could not be signed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    /// jwt-simple could not serialize or authenticate the claims.
+    #[error("signing the access token failed: {0}")]
+    Jwt(String),
+}
+
+impl JwtSigner {
+    /// A signer with `key_bytes` as the HS256 key; `exp_skew_secs` (cut to
+    /// `MAX_JWT_EXP_SKEW_SECS`) moves `exp` that much before what `expires_in` implies.
+    pub fn new(key_bytes: &[u8], exp_skew_secs: u64) -> Self {
+        Self {
+            key: HS256Key::from_bytes(key_bytes),
+            exp_skew_secs: exp_skew_secs.min(MAX_JWT_EXP_SKEW_SECS),
+        }
+    }
+
+    /// A signer with a fresh random key.
+    pub fn random(rng: &mut impl RngCore, exp_skew_secs: u64) -> Self {
+        let mut key = [0u8; JWT_KEY_BYTES];
+        rng.fill_bytes(&mut key);
+        Self::new(&key, exp_skew_secs)
+    }
+
+    /// The `exp` claim of a token issued at `issued_at_secs` that `expires_in` says lives
+    /// `lifetime_secs`. A skew of the whole lifetime or more makes a token that is expired on
+    /// arrival, which is a case worth testing too.
+    pub fn exp_secs(&self, issued_at_secs: u64, lifetime_secs: u64) -> u64 {
+        issued_at_secs.saturating_add(lifetime_secs.saturating_sub(self.exp_skew_secs))
+    }
+
+    /// `base64url(header).base64url(claims).base64url(HMAC-SHA256)` with header
+    /// `{"alg":"HS256","typ":"JWT"}` (RFC 7515 §7.1, RFC 7518 §3.2).
+    pub fn sign(&self, claims: &JwtClaims<'_>) -> Result<String, SignError> {
+        let mut custom = serde_json::Map::new();
+        custom.insert("iss".into(), JWT_ISSUER.into());
+        custom.insert("sub".into(), claims.subject.into());
+        custom.insert("scope".into(), claims.scope.into());
+        custom.insert("iat".into(), claims.issued_at_secs.into());
+        custom.insert("exp".into(), claims.expires_at_secs.into());
+        custom.insert("jti".into(), claims.jwt_id.into());
+        // Every claim travels in the custom map so the payload is exactly these six; jwt-simple's
+        // own registered fields would add `nbf` and read the clock.
+        let claims = JWTClaims {
+            issued_at: None,
+            expires_at: None,
+            invalid_before: None,
+            issuer: None,
+            subject: None,
+            audiences: None,
+            jwt_id: None,
+            nonce: None,
+            custom,
+        };
+        self.key
+            .authenticate(claims)
+            .map_err(|error| SignError::Jwt(error.to_string()))
     }
 }
 
@@ -208,6 +354,9 @@ pub enum OAuthError {
     /// A refresh asked for scope beyond what was originally granted.
     #[error("invalid_scope")]
     InvalidScope,
+    /// The token could not be minted (signing failed); nothing was issued.
+    #[error("server_error")]
+    ServerError,
 }
 
 impl OAuthError {
@@ -218,13 +367,16 @@ impl OAuthError {
             OAuthError::InvalidGrant => "invalid_grant",
             OAuthError::UnsupportedGrantType => "unsupported_grant_type",
             OAuthError::InvalidScope => "invalid_scope",
+            OAuthError::ServerError => "server_error",
         }
     }
 
-    /// RFC 6749 §5.2: 400, except 401 for a failed client authentication.
+    /// RFC 6749 §5.2: 400, except 401 for a failed client authentication; 500 when the server
+    /// itself failed.
     pub fn status(self) -> u16 {
         match self {
             OAuthError::InvalidClient { .. } => 401,
+            OAuthError::ServerError => 500,
             _ => 400,
         }
     }
@@ -465,6 +617,8 @@ pub struct TokenAuthority {
     slow_delay_ms: u64,
     access_tokens: BoundedMap<AccessGrant>,
     refresh_tokens: BoundedMap<RefreshGrant>,
+    /// `Some`: access tokens are JWTs signed by it; `None`: opaque.
+    jwt: Option<JwtSigner>,
 }
 
 impl TokenAuthority {
@@ -484,6 +638,20 @@ impl TokenAuthority {
             slow_delay_ms: slow_delay_ms.min(MAX_SLOW_DELAY_MS),
             access_tokens: BoundedMap::new(max_tokens),
             refresh_tokens: BoundedMap::new(max_tokens),
+            jwt: None,
+        }
+    }
+
+    /// Issues JWT access tokens signed by `signer` from now on.
+    pub fn with_jwt(mut self, signer: JwtSigner) -> Self {
+        self.jwt = Some(signer);
+        self
+    }
+
+    pub fn token_format(&self) -> TokenFormat {
+        match self.jwt {
+            Some(_) => TokenFormat::Jwt,
+            None => TokenFormat::Opaque,
         }
     }
 
@@ -527,9 +695,16 @@ impl TokenAuthority {
 
     /// True if `token` was issued here, is still remembered, and expires after `now_ms`.
     pub fn access_token_valid(&self, token: &str, now_ms: u64) -> bool {
+        self.access_token_expiry_ms(token)
+            .is_some_and(|expires_at_ms| expires_at_ms > now_ms)
+    }
+
+    /// When `token` expires (Unix ms), if it was issued here and is still remembered, expired
+    /// or not. For a JWT this is its `exp` claim.
+    pub fn access_token_expiry_ms(&self, token: &str) -> Option<u64> {
         self.access_tokens
             .get(token)
-            .is_some_and(|grant| grant.expires_at_ms > now_ms)
+            .map(|grant| grant.expires_at_ms)
     }
 
     /// Decides the answer to one token request under the current fault mode.
@@ -623,7 +798,7 @@ impl TokenAuthority {
                 if !answers_normally {
                     return Err(OAuthError::InvalidGrant);
                 }
-                Ok(self.issue(&scope, now_ms, rng))
+                self.issue(&scope, now_ms, rng)
             }
             Some("refresh_token") => {
                 let presented =
@@ -651,39 +826,47 @@ impl TokenAuthority {
                 if !answers_normally {
                     return Err(OAuthError::InvalidGrant);
                 }
+                // Mint first, so a signing failure leaves the presented token usable.
+                let reply = self.issue(&scope, now_ms, rng)?;
                 // Rotation: the presented token dies here; reusing it is `invalid_grant`.
                 self.refresh_tokens.remove(presented);
-                Ok(self.issue(&scope, now_ms, rng))
+                Ok(reply)
             }
             Some(_) => Err(OAuthError::UnsupportedGrantType),
         }
     }
 
-    fn issue(&mut self, scope: &str, now_ms: u64, rng: &mut impl RngCore) -> TokenReply {
-        let issued_at = now_ms / 1000;
-        let expires_at = issued_at.saturating_add(self.lifetime_secs);
-        let header = json!({ "alg": "HS256", "typ": "JWT", "kid": "mock-platform" });
-        let claims = json!({
-            "exp": expires_at,
-            "iat": issued_at,
-            "jti": random_token(rng, 16),
-            "scope": scope,
-        });
-        // Looks like a JWT to clients that peek at `exp`; the signature is random bytes because
-        // only this mock ever checks the token, by looking it up.
-        let access_token = format!(
-            "{}.{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string()),
-            random_token(rng, 32)
-        );
+    fn issue(
+        &mut self,
+        scope: &str,
+        now_ms: u64,
+        rng: &mut impl RngCore,
+    ) -> Result<TokenReply, OAuthError> {
+        let (access_token, expires_at_ms) = match &self.jwt {
+            None => (
+                random_token(rng, 32),
+                now_ms.saturating_add(self.lifetime_secs.saturating_mul(1000)),
+            ),
+            Some(signer) => {
+                let issued_at_secs = now_ms / 1000;
+                let expires_at_secs = signer.exp_secs(issued_at_secs, self.lifetime_secs);
+                let jwt_id = random_token(rng, 16);
+                let token = signer
+                    .sign(&JwtClaims {
+                        subject: &self.client_id,
+                        scope,
+                        issued_at_secs,
+                        expires_at_secs,
+                        jwt_id: &jwt_id,
+                    })
+                    .map_err(|_| OAuthError::ServerError)?;
+                // The table follows the claim, so a client that trusts `exp` is right to.
+                (token, expires_at_secs.saturating_mul(1000))
+            }
+        };
         let refresh_token = random_token(rng, 32);
-        self.access_tokens.insert(
-            access_token.clone(),
-            AccessGrant {
-                expires_at_ms: expires_at.saturating_mul(1000),
-            },
-        );
+        self.access_tokens
+            .insert(access_token.clone(), AccessGrant { expires_at_ms });
         self.refresh_tokens.insert(
             refresh_token.clone(),
             RefreshGrant {
@@ -691,7 +874,7 @@ impl TokenAuthority {
                 scope: scope.to_owned(),
             },
         );
-        TokenReply {
+        Ok(TokenReply {
             status: 200,
             content_type: "application/json",
             body: json!({
@@ -703,7 +886,7 @@ impl TokenAuthority {
             })
             .to_string(),
             basic_challenge: false,
-        }
+        })
     }
 }
 
@@ -830,14 +1013,14 @@ mod tests {
         assert_eq!(body["expires_in"], 3600);
         assert_eq!(body["scope"], "a b");
         let access = body["access_token"].as_str().unwrap();
-        let parts: Vec<&str> = access.split('.').collect();
-        assert_eq!(parts.len(), 3);
-        let claims: Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
-        assert_eq!(claims["iat"], NOW_MS / 1000);
-        assert_eq!(claims["exp"], NOW_MS / 1000 + 3600);
-        assert_eq!(claims["scope"], "a b");
-        assert!(claims["jti"].is_string());
+        // Opaque by default: 32 random bytes, nothing a client could parse.
+        assert!(!access.contains('.'));
+        assert_eq!(URL_SAFE_NO_PAD.decode(access).unwrap().len(), 32);
+        assert_eq!(
+            authority.access_token_expiry_ms(access),
+            Some(NOW_MS + 3_600_000)
+        );
+        assert_eq!(authority.access_token_expiry_ms("nope"), None);
         assert!(authority.access_token_valid(access, NOW_MS));
         assert!(authority.access_token_valid(access, NOW_MS + 3_599_000));
         assert!(!authority.access_token_valid(access, NOW_MS + 3_600_000));
@@ -1133,6 +1316,149 @@ mod tests {
         assert!(!authority.access_token_valid(&tokens[0], NOW_MS));
         assert!(authority.access_token_valid(&tokens[1], NOW_MS));
         assert!(authority.access_token_valid(&tokens[2], NOW_MS));
+    }
+
+    fn jwt_parts(token: &str) -> (Value, Value, Vec<u8>) {
+        let parts: Vec<&str> = token.split('.').collect();
+        assert_eq!(parts.len(), 3, "three base64url parts");
+        let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).unwrap();
+        (
+            serde_json::from_slice(&decode(parts[0])).unwrap(),
+            serde_json::from_slice(&decode(parts[1])).unwrap(),
+            decode(parts[2]),
+        )
+    }
+
+    #[test]
+    fn jwt_tokens_are_signed_hs256_with_the_exact_claims() {
+        let mut rng = StdRng::seed_from_u64(10);
+        let key = [7u8; JWT_KEY_BYTES];
+        let mut authority = authority().with_jwt(JwtSigner::new(&key, 0));
+        assert_eq!(authority.token_format(), TokenFormat::Jwt);
+        // Not on a whole second, so `iat` shows the truncation.
+        let now_ms = NOW_MS + 750;
+        let outcome = authority.handle(
+            &TokenRequest {
+                content_type: Some(FORM),
+                authorization: None,
+                body: format!("grant_type=client_credentials&{CLIENT_FORM}&scope=a+b").as_bytes(),
+            },
+            now_ms,
+            &mut rng,
+        );
+        let body = json_of(&outcome);
+        assert_eq!(body["expires_in"], 3600);
+        let access = body["access_token"].as_str().unwrap();
+        let (header, claims, signature) = jwt_parts(access);
+        assert_eq!(header, json!({"alg": "HS256", "typ": "JWT"}));
+        let object = claims.as_object().unwrap();
+        let mut names: Vec<&str> = object.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["exp", "iat", "iss", "jti", "scope", "sub"]);
+        assert_eq!(claims["iss"], JWT_ISSUER);
+        assert_eq!(claims["sub"], "switchboard");
+        assert_eq!(claims["scope"], "a b");
+        assert_eq!(claims["iat"], NOW_MS / 1000);
+        assert_eq!(claims["exp"], NOW_MS / 1000 + 3600);
+        assert!(!claims["jti"].as_str().unwrap().is_empty());
+        assert_eq!(signature.len(), 32, "HMAC-SHA256 output");
+        // An independent verifier accepts the signature; another key does not.
+        let verify = |key: &[u8]| {
+            // jwt-simple checks `exp` against the real clock; the claims were checked above.
+            let options = jwt_simple::prelude::VerificationOptions {
+                time_tolerance: Some(jwt_simple::prelude::Duration::from_days(365 * 10)),
+                ..Default::default()
+            };
+            HS256Key::from_bytes(key)
+                .verify_token::<jwt_simple::prelude::NoCustomClaims>(access, Some(options))
+                .is_ok()
+        };
+        assert!(verify(&key));
+        assert!(!verify(&[8u8; JWT_KEY_BYTES]));
+        // The table follows `exp`.
+        assert_eq!(
+            authority.access_token_expiry_ms(access),
+            Some((NOW_MS / 1000 + 3600) * 1000)
+        );
+        assert!(authority.access_token_valid(access, NOW_MS + 3_599_999));
+        assert!(!authority.access_token_valid(access, NOW_MS + 3_600_000));
+    }
+
+    #[test]
+    fn jwt_exp_skew_pulls_exp_and_the_expiry_earlier() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut authority = TokenAuthority::new(
+            "switchboard",
+            Secret::new("s3cret"),
+            4,
+            TokenFault::None,
+            0,
+            100,
+        )
+        .with_jwt(JwtSigner::random(&mut rng, 3));
+        let outcome = post(
+            &mut authority,
+            &format!("grant_type=client_credentials&{CLIENT_FORM}"),
+            &mut rng,
+        );
+        let body = json_of(&outcome);
+        assert_eq!(body["expires_in"], 4, "expires_in is not skewed");
+        let access = body["access_token"].as_str().unwrap();
+        let (_, claims, _) = jwt_parts(access);
+        assert_eq!(claims["exp"], NOW_MS / 1000 + 1);
+        assert_eq!(
+            authority.access_token_expiry_ms(access),
+            Some(NOW_MS + 1000)
+        );
+        assert!(!authority.access_token_valid(access, NOW_MS + 1000));
+
+        // A skew of the whole lifetime or more gives a token expired on arrival.
+        let signer = JwtSigner::new(&[1u8; JWT_KEY_BYTES], 10);
+        assert_eq!(signer.exp_secs(100, 4), 100);
+        assert_eq!(signer.exp_secs(100, 60), 150);
+        // The skew is bounded.
+        let signer = JwtSigner::new(&[1u8; JWT_KEY_BYTES], u64::MAX);
+        assert_eq!(
+            signer.exp_secs(0, u64::MAX),
+            u64::MAX - MAX_JWT_EXP_SKEW_SECS
+        );
+        assert!(format!("{signer:?}").contains("<redacted>"));
+    }
+
+    #[test]
+    fn short_lifetimes_work() {
+        let mut rng = StdRng::seed_from_u64(12);
+        let mut authority = TokenAuthority::new(
+            "switchboard",
+            Secret::new("s3cret"),
+            0,
+            TokenFault::None,
+            0,
+            100,
+        );
+        // A lifetime of 0 is raised to the 1 s minimum.
+        assert_eq!(authority.fault_settings().lifetime, 1);
+        authority
+            .update_fault(br#"{"mode":"none","lifetime":4}"#)
+            .unwrap();
+        let body = json_of(&post(
+            &mut authority,
+            &format!("grant_type=client_credentials&{CLIENT_FORM}"),
+            &mut rng,
+        ));
+        assert_eq!(body["expires_in"], 4);
+        let access = body["access_token"].as_str().unwrap();
+        assert!(authority.access_token_valid(access, NOW_MS + 3_999));
+        assert!(!authority.access_token_valid(access, NOW_MS + 4_000));
+    }
+
+    #[test]
+    fn format_names_round_trip() {
+        for format in [TokenFormat::Opaque, TokenFormat::Jwt] {
+            assert_eq!(format.as_str().parse::<TokenFormat>(), Ok(format));
+        }
+        assert!("JWT".parse::<TokenFormat>().is_err());
+        assert_eq!(TokenFormat::default(), TokenFormat::Opaque);
     }
 
     #[test]

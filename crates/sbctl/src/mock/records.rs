@@ -1,14 +1,19 @@
 //! What the mock saw, kept in bounded rings so tests can assert on it over `/_mock/*`.
 //!
 //! Live counters are atomics shared with the session task, so recording a frame never takes the
-//! log's lock; the lock is only taken to add a session or to snapshot the log.
+//! log's lock; the lock is only taken to add a session or to snapshot the log. The token state
+//! and inbound log of a session sit behind that session's own lock, which only its task and
+//! snapshots take.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 use tokio::sync::Notify;
+
+use super::inbound::{AuthRefreshSeen, InboundLog};
+use super::lock;
 
 /// Sentinel in `LiveSession::close_code` for "no Close frame received" (codes are u16).
 const NO_CLOSE_CODE: u32 = u32::MAX;
@@ -36,6 +41,11 @@ pub struct SessionInfo {
     pub deflate_offered: bool,
     /// The server accepted it (needs `--deflate`).
     pub deflate_negotiated: bool,
+    /// The upgrade had to carry a valid token (`--require-token`), and the session is closed
+    /// when its token expires.
+    pub token_required: bool,
+    /// Expiry (Unix ms) of the token the upgrade carried, when one was required.
+    pub token_expires_at_ms: Option<u64>,
 }
 
 /// What kind of event a session sent, for its counters.
@@ -66,6 +76,20 @@ pub struct LiveSession {
     fault_fired: AtomicBool,
     burst_pending: AtomicU64,
     burst_wake: Notify,
+    /// Code and reason of the Close frame the server sent first, if it sent one.
+    server_close: OnceLock<(u16, &'static str)>,
+    token: Mutex<TokenState>,
+}
+
+/// A session's token and inbound-message trail; never holds a token.
+#[derive(Debug, Default)]
+struct TokenState {
+    expires_at_ms: Option<u64>,
+    expired: bool,
+    refreshes: u64,
+    refreshes_invalid: u64,
+    last_refresh: Option<AuthRefreshSeen>,
+    inbound_log: InboundLog,
 }
 
 impl LiveSession {
@@ -147,6 +171,39 @@ impl LiveSession {
         self.burst_wake.notified().await;
     }
 
+    /// Remembers the Close frame the server sent; only the first counts.
+    pub fn set_server_close(&self, code: u16, reason: &'static str) {
+        let _ = self.server_close.set((code, reason));
+    }
+
+    /// Adds the marker of one inbound data message to the bounded `inbound_log`.
+    pub fn log_inbound(&self, marker: &str) {
+        lock(&self.token).inbound_log.push(marker);
+    }
+
+    /// Records an `auth_refresh` frame: a valid one (`seen.valid`) counts and moves the token
+    /// expiry to `expires_at_ms`; an invalid one is counted apart and changes nothing else.
+    pub fn record_auth_refresh(&self, seen: AuthRefreshSeen, expires_at_ms: Option<u64>) {
+        let mut token = lock(&self.token);
+        if seen.valid {
+            token.refreshes = token.refreshes.saturating_add(1);
+            token.expires_at_ms = expires_at_ms;
+        } else {
+            token.refreshes_invalid = token.refreshes_invalid.saturating_add(1);
+        }
+        token.last_refresh = Some(seen);
+    }
+
+    /// Remembers that the session was closed because its token expired.
+    pub fn mark_expired(&self) {
+        lock(&self.token).expired = true;
+    }
+
+    /// Expiry (Unix ms) of the session's current token, if it has one.
+    pub fn token_expires_at_ms(&self) -> Option<u64> {
+        lock(&self.token).expires_at_ms
+    }
+
     /// True once the session task has ended.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
@@ -158,6 +215,8 @@ impl LiveSession {
 
     pub fn snapshot(&self) -> SessionRecord {
         let close_code = u16::try_from(self.close_code.load(Ordering::Relaxed)).ok();
+        let server_close = self.server_close.get().copied();
+        let token = lock(&self.token);
         SessionRecord {
             session: self.session,
             name: self.info.name.clone(),
@@ -180,6 +239,15 @@ impl LiveSession {
             misrouted: self.misrouted.load(Ordering::Relaxed),
             first_seq: Some(self.first_seq.load(Ordering::Relaxed)).filter(|seq| *seq != NO_SEQ),
             last_seq: Some(self.last_seq.load(Ordering::Relaxed)).filter(|seq| *seq != NO_SEQ),
+            server_close_code: server_close.map(|(code, _)| code),
+            server_close_reason: server_close.map(|(_, reason)| reason.to_owned()),
+            token_required: self.info.token_required,
+            token_expires_at_ms: token.expires_at_ms,
+            expired: token.expired,
+            auth_refreshes: token.refreshes,
+            auth_refreshes_invalid: token.refreshes_invalid,
+            last_auth_refresh: token.last_refresh.clone(),
+            inbound_log: token.inbound_log.snapshot(),
         }
     }
 }
@@ -217,6 +285,28 @@ pub struct SessionRecord {
     /// included, misrouted ones not).
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
+    /// Code and reason of the Close frame the server sent first: 1001 at shutdown, 1002/1007/1009
+    /// for a client's protocol violation, 1008 for an expired token or an invalid
+    /// `auth_refresh`. `close_code` is the client's.
+    pub server_close_code: Option<u16>,
+    pub server_close_reason: Option<String>,
+    /// The upgrade had to carry a valid token (`--require-token`).
+    pub token_required: bool,
+    /// Expiry (Unix ms) of the session's current token: the upgrade's, then that of each valid
+    /// `auth_refresh`. Enforced only when `token_required`.
+    pub token_expires_at_ms: Option<u64>,
+    /// The server closed the session (1008) because its token expired.
+    pub expired: bool,
+    /// `auth_refresh` frames whose token this mock issued and was valid on arrival.
+    pub auth_refreshes: u64,
+    /// `auth_refresh` frames with a missing, unknown or expired token (with `token_required`
+    /// the first one closes the session with 1008).
+    pub auth_refreshes_invalid: u64,
+    /// Non-secret fields of the last `auth_refresh` frame, valid or not.
+    pub last_auth_refresh: Option<AuthRefreshSeen>,
+    /// Markers of the last `inbound::INBOUND_LOG_ENTRIES` data messages from the client, oldest
+    /// first: "auth_refresh", the message's `seq`, or "other".
+    pub inbound_log: Vec<String>,
 }
 
 impl SessionRecord {
@@ -253,7 +343,6 @@ impl SessionLog {
         self.next_session = self.next_session.saturating_add(1);
         let live = Arc::new(LiveSession {
             session,
-            info,
             frames_in: AtomicU64::new(0),
             frames_out: AtomicU64::new(0),
             closed: AtomicBool::new(false),
@@ -266,6 +355,12 @@ impl SessionLog {
             fault_fired: AtomicBool::new(false),
             burst_pending: AtomicU64::new(0),
             burst_wake: Notify::new(),
+            server_close: OnceLock::new(),
+            token: Mutex::new(TokenState {
+                expires_at_ms: info.token_expires_at_ms,
+                ..TokenState::default()
+            }),
+            info,
         });
         while self.sessions.len() >= self.max_records {
             self.sessions.pop_front();
@@ -359,6 +454,8 @@ mod tests {
             fault: "none",
             deflate_offered: false,
             deflate_negotiated: false,
+            token_required: false,
+            token_expires_at_ms: None,
         }
     }
 
@@ -421,6 +518,60 @@ mod tests {
         assert_eq!(live.burst_pending(), MAX_PENDING_BURST - 64);
         assert_eq!(live.take_burst(u64::MAX), MAX_PENDING_BURST - 64);
         assert_eq!(live.take_burst(64), 0);
+    }
+
+    #[test]
+    fn token_trail_shows_in_snapshot() {
+        let mut log = SessionLog::new(10);
+        let live = log.open(SessionInfo {
+            token_required: true,
+            token_expires_at_ms: Some(1_000),
+            ..info(None)
+        });
+        let record = live.snapshot();
+        assert!(record.token_required);
+        assert_eq!(record.token_expires_at_ms, Some(1_000));
+        assert_eq!(
+            (record.auth_refreshes, record.auth_refreshes_invalid),
+            (0, 0)
+        );
+        assert!(record.inbound_log.is_empty() && record.last_auth_refresh.is_none());
+
+        live.log_inbound("1");
+        live.log_inbound("auth_refresh");
+        live.record_auth_refresh(
+            AuthRefreshSeen {
+                valid: true,
+                region: Some("eu".into()),
+                ..AuthRefreshSeen::default()
+            },
+            Some(5_000),
+        );
+        live.log_inbound("auth_refresh");
+        live.record_auth_refresh(AuthRefreshSeen::default(), Some(9_999));
+        live.set_server_close(1008, "token expired");
+        live.set_server_close(1001, "server shutting down");
+        live.mark_expired();
+        let record = live.snapshot();
+        assert_eq!(record.inbound_log, ["1", "auth_refresh", "auth_refresh"]);
+        assert_eq!(
+            (record.auth_refreshes, record.auth_refreshes_invalid),
+            (1, 1)
+        );
+        assert_eq!(
+            record.token_expires_at_ms,
+            Some(5_000),
+            "invalid ones move nothing"
+        );
+        assert_eq!(record.last_auth_refresh.map(|seen| seen.valid), Some(false));
+        assert_eq!(
+            record.server_close_code,
+            Some(1008),
+            "the first server close wins"
+        );
+        assert_eq!(record.server_close_reason.as_deref(), Some("token expired"));
+        assert!(record.expired);
+        assert_eq!(record.close_code, None, "close_code stays the client's");
     }
 
     #[test]

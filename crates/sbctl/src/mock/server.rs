@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use super::deflate;
 use super::envelope;
 use super::fault::SessionFault;
 use super::history::ResumePoint;
-use super::oauth::{self, parse_form, TokenFault, TokenRequest};
+use super::oauth::{self, parse_form, Secret, TokenFault, TokenRequest};
 use super::records::{SessionInfo, TokenRequestRecord};
 use super::session::{self, SessionPlan, SHUTDOWN_GRACE};
 use super::upgrade::{self, UpgradeError};
@@ -206,6 +207,15 @@ fn accept_websocket(
         Ok(options) => options,
         Err(error) => return text(StatusCode::BAD_REQUEST, &format!("{error}\n")),
     };
+    let token_expires_at_ms = if shared.settings.require_token {
+        let presented = upgrade::presented_access_token(request.headers(), request.uri().query());
+        match token_expiry(shared, presented.as_ref(), unix_ms_now()) {
+            Ok(expires_at_ms) => Some(expires_at_ms),
+            Err(refusal) => return refuse_without_token(shared, refusal),
+        }
+    } else {
+        None
+    };
     let deflate_offered = deflate::offered(request.headers());
     let deflate = if shared.settings.deflate {
         deflate::negotiate(request.headers())
@@ -264,6 +274,8 @@ fn accept_websocket(
         fault: options.fault.as_str(),
         deflate_offered,
         deflate_negotiated: deflate.is_some(),
+        token_required: shared.settings.require_token,
+        token_expires_at_ms,
     };
     let live = lock(&shared.sessions).open(info);
     if shared.settings.verbose {
@@ -310,6 +322,51 @@ fn accept_websocket(
             response_headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
         }
     }
+    response
+}
+
+/// Why an upgrade was refused under `--require-token`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum TokenRefusal {
+    /// Neither a Bearer header nor an `access_token` parameter.
+    #[error("no access token")]
+    Missing,
+    /// A token this mock never issued, has forgotten, or that has expired.
+    #[error("unknown or expired access token")]
+    Invalid,
+}
+
+/// Expiry (Unix ms) of the presented token if it is one of ours and valid at `now_ms`.
+fn token_expiry(
+    shared: &Shared,
+    presented: Option<&Secret>,
+    now_ms: u64,
+) -> Result<u64, TokenRefusal> {
+    let token = presented.ok_or(TokenRefusal::Missing)?;
+    lock(&shared.authority)
+        .access_token_expiry_ms(token.expose())
+        .filter(|expires_at_ms| *expires_at_ms > now_ms)
+        .ok_or(TokenRefusal::Invalid)
+}
+
+/// Counts the refusal and answers 401 without upgrading.
+fn refuse_without_token(shared: &Shared, refusal: TokenRefusal) -> HttpResponse {
+    let counter = match refusal {
+        TokenRefusal::Missing => &shared.upgrades.token_missing,
+        TokenRefusal::Invalid => &shared.upgrades.token_invalid,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    if shared.settings.verbose {
+        eprintln!("{}: upgrade refused: {refusal}", shared.settings.name);
+    }
+    let mut response = text(StatusCode::UNAUTHORIZED, &format!("{refusal}\n"));
+    // RFC 6750 §3: a 401 for a Bearer-protected resource MUST carry WWW-Authenticate. §3.1
+    // would leave the error code out when no token was sent; gateways under test key on
+    // `invalid_token`, so every refusal carries it.
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    );
     response
 }
 
@@ -396,6 +453,8 @@ pub(super) fn reset(shared: &Shared) {
     lock(&shared.sessions).clear();
     lock(&shared.token_requests).clear();
     lock(&shared.history).clear();
+    shared.upgrades.token_missing.store(0, Ordering::Relaxed);
+    shared.upgrades.token_invalid.store(0, Ordering::Relaxed);
 }
 
 /// Body of `POST /_mock/burst`.
@@ -491,7 +550,7 @@ async fn control(shared: &Shared, request: Request<Incoming>) -> HttpResponse {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     match (path.as_str(), method) {
-        ("/_mock/health", Method::GET) => text(StatusCode::OK, "ok"),
+        ("/_mock/health", Method::GET) => json(StatusCode::OK, &MockPlatform::health_of(shared)),
         ("/_mock/sessions", Method::GET) => {
             let agent = match agent_param(&request) {
                 Ok(agent) => agent,

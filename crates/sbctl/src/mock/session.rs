@@ -1,4 +1,5 @@
-//! One upgraded WebSocket session: replay, live events, bursts, echo, faults and the close.
+//! One upgraded WebSocket session: replay, live events, bursts, echo, `auth_refresh` frames,
+//! token expiry, faults and the close.
 //!
 //! Healthy sessions run on tungstenite. Sessions that must put bytes on the wire that tungstenite
 //! will not write (the frame-violation faults) or that negotiated permessage-deflate (which
@@ -24,6 +25,7 @@ use super::envelope::{self, Envelope, EventId};
 use super::fault::{self, SessionFault};
 use super::frame::{self, FrameSpec};
 use super::history::{ResumePoint, SentEvent};
+use super::inbound::{self, AuthRefresh, Inspected};
 use super::records::{LiveSession, SentKind};
 use super::{lock, Shared, MAX_MESSAGE_BYTES};
 
@@ -40,7 +42,13 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 const CLOSE_INVALID_DATA: u16 = 1007;
+const CLOSE_POLICY_VIOLATION: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
+
+/// Close reason when the session's token expired without a valid `auth_refresh`.
+const REASON_TOKEN_EXPIRED: &str = "token expired";
+/// Close reason for an `auth_refresh` whose token is not a valid one from this mock.
+const REASON_INVALID_AUTH_REFRESH: &str = "invalid auth_refresh";
 
 /// Everything decided at upgrade time about how a session behaves.
 #[derive(Debug)]
@@ -172,9 +180,9 @@ where
         Flow::Continue
     }
 
-    /// Echoes, emits events at the configured rate and on burst requests, and answers the
-    /// close, until the client goes, a send stalls, the fault drops the connection, or the server
-    /// shuts down.
+    /// Echoes, consumes `auth_refresh` frames, emits events at the configured rate and on burst
+    /// requests, and answers the close, until the client goes, a send stalls, the fault drops
+    /// the connection, the token expires (`--require-token`), or the server shuts down.
     async fn serve(&mut self, stop: &mut watch::Receiver<bool>) -> Flow {
         let mut ticker = self.shared.settings.event_period.map(|period| {
             let mut ticker = interval_at(Instant::now() + period, period);
@@ -183,6 +191,7 @@ where
             ticker
         });
         let live = Arc::clone(&self.plan.live);
+        let token_required = live.info.token_required;
         let mut closing = false;
         loop {
             let next_tick = async {
@@ -193,12 +202,35 @@ where
                     None => std::future::pending::<()>().await,
                 }
             };
+            // Re-read every turn: a valid auth_refresh moves the deadline.
+            let token_deadline = if token_required {
+                live.token_expires_at_ms()
+            } else {
+                None
+            };
+            let token_expiry = async move {
+                match token_deadline {
+                    Some(expires_at_ms) => {
+                        let left_ms = expires_at_ms.saturating_sub(unix_ms_now());
+                        tokio::time::sleep(Duration::from_millis(left_ms)).await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
             tokio::select! {
                 inbound = self.transport.recv() => match inbound {
                     Inbound::Ended => return Flow::End,
                     Inbound::Data { text, payload } => {
                         live.count_in();
+                        let inspected = inbound::inspect(text, &payload);
+                        live.log_inbound(inspected.marker());
                         if closing {
+                            continue;
+                        }
+                        if let Inspected::AuthRefresh(refresh) = inspected {
+                            if self.auth_refresh(refresh).await != Flow::Continue {
+                                return Flow::End;
+                            }
                             continue;
                         }
                         if !self.transport.send_data(text, payload).await {
@@ -225,10 +257,23 @@ where
                         if self.shared.settings.verbose {
                             eprintln!("session {}: client broke the protocol: {reason}", live.session);
                         }
-                        self.transport.close(code, reason).await;
+                        self.close(code, reason).await;
                         return Flow::End;
                     }
                 },
+                () = token_expiry, if !closing => {
+                    // The timer and the wall clock may disagree by a hair; the wall clock,
+                    // which the token table uses, decides. Early: the next turn sleeps again.
+                    if token_deadline.is_some_and(|expires_at_ms| unix_ms_now() >= expires_at_ms) {
+                        if self.shared.settings.verbose {
+                            eprintln!("session {}: token expired, closing", live.session);
+                        }
+                        live.mark_expired();
+                        // RFC 6455 §7.4.1: 1008 is a policy violation (here, no valid token).
+                        self.close(CLOSE_POLICY_VIOLATION, REASON_TOKEN_EXPIRED).await;
+                        return Flow::End;
+                    }
+                }
                 () = next_tick, if !closing => {
                     let flow = self.send_live_event().await;
                     if flow != Flow::Continue {
@@ -250,11 +295,49 @@ where
                 }
                 _ = stop.changed() => {
                     // RFC 6455 §7.4.1: 1001 means the endpoint is going away (server shutdown).
-                    self.transport.close(CLOSE_GOING_AWAY, "server shutting down").await;
+                    self.close(CLOSE_GOING_AWAY, "server shutting down").await;
                     return Flow::End;
                 }
             }
         }
+    }
+
+    /// Sends a Close frame, records it as the server's, and gives up the connection.
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        self.plan.live.set_server_close(code, reason);
+        self.transport.close(code, reason).await;
+    }
+
+    /// Consumes an `auth_refresh` frame. A token this mock issued that is still valid moves the
+    /// session's expiry to its own; any other is counted, and under `--require-token` ends the
+    /// session with 1008.
+    async fn auth_refresh(&mut self, refresh: AuthRefresh) -> Flow {
+        let now_ms = unix_ms_now();
+        let expires_at_ms = refresh.access_token().and_then(|token| {
+            lock(&self.shared.authority)
+                .access_token_expiry_ms(token)
+                .filter(|expires_at_ms| *expires_at_ms > now_ms)
+        });
+        let valid = expires_at_ms.is_some();
+        let mut seen = refresh.seen;
+        seen.at_ms = now_ms;
+        seen.valid = valid;
+        let live = Arc::clone(&self.plan.live);
+        live.record_auth_refresh(seen, expires_at_ms);
+        if self.shared.settings.verbose {
+            eprintln!(
+                "session {}: auth_refresh {}",
+                live.session,
+                if valid { "accepted" } else { "invalid" }
+            );
+        }
+        if !valid && live.info.token_required {
+            // RFC 6455 §7.4.1: 1008 is a policy violation (here, a bad credential).
+            self.close(CLOSE_POLICY_VIOLATION, REASON_INVALID_AUTH_REFRESH)
+                .await;
+            return Flow::End;
+        }
+        Flow::Continue
     }
 
     /// An event of the session's agent, as first sent (same id, sequence and timestamp) but in

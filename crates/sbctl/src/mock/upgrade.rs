@@ -1,11 +1,19 @@
-//! Server side of the RFC 6455 opening handshake, as pure checks over request headers.
+//! Server side of the RFC 6455 opening handshake, as pure checks over request headers, plus
+//! finding the Bearer token an upgrade carries (`--require-token`).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use hyper::header::{HeaderMap, CONNECTION, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL};
+use hyper::header::{
+    HeaderMap, AUTHORIZATION, CONNECTION, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
+};
 use hyper::header::{SEC_WEBSOCKET_VERSION, UPGRADE};
 use hyper::Method;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use super::oauth::{parse_form, Secret};
+
+/// RFC 6750 §2.3: the query parameter that carries a Bearer token.
+pub const ACCESS_TOKEN_PARAM: &str = "access_token";
 
 /// Subprotocols the mock speaks, in no particular order of preference: the client's order wins.
 pub const KNOWN_SUBPROTOCOLS: [&str; 3] =
@@ -97,6 +105,35 @@ pub fn select_subprotocol(headers: &HeaderMap) -> Option<&'static str> {
         })
 }
 
+/// The access token an upgrade presents: from the first `Authorization: Bearer` header
+/// (RFC 6750 §2.1), else from the last `access_token` query parameter (§2.3). A Bearer header
+/// wins even when its token is bad, so a client cannot fall back to a second credential; a header
+/// of another scheme is not a Bearer credential and is passed over. An undecodable query counts
+/// as carrying no parameter.
+pub fn presented_access_token(headers: &HeaderMap, query: Option<&str>) -> Option<Secret> {
+    let from_header = headers
+        .get_all(AUTHORIZATION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(bearer_credentials);
+    if let Some(token) = from_header {
+        return Some(Secret::new(token));
+    }
+    let pairs = parse_form(query.unwrap_or_default().as_bytes()).ok()?;
+    pairs
+        .into_iter()
+        .rev()
+        .find(|(name, value)| name == ACCESS_TOKEN_PARAM && !value.is_empty())
+        .map(|(_, value)| Secret::new(value))
+}
+
+/// The token of `Bearer <token>`; RFC 7235 §2.1: the scheme is case-insensitive.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 #[cfg(test)]
 #[allow(
     clippy::unwrap_used,
@@ -158,6 +195,55 @@ mod tests {
         let mut headers = handshake(&[]);
         headers.remove(SEC_WEBSOCKET_KEY);
         assert_eq!(accept(&headers), Err(UpgradeError::BadKey));
+    }
+
+    #[test]
+    fn finds_the_presented_access_token() {
+        let token = |headers: &[(&'static str, &'static str)], query: Option<&str>| {
+            let mut map = HeaderMap::new();
+            for (name, value) in headers {
+                map.append(*name, HeaderValue::from_static(value));
+            }
+            presented_access_token(&map, query).map(|secret| secret.expose().to_owned())
+        };
+        assert_eq!(token(&[], None), None);
+        assert_eq!(
+            token(&[("authorization", "Bearer abc")], None).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            token(&[("authorization", "bearer  abc ")], None).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            token(&[], Some("a=1&access_token=q%2B1&b=2")).as_deref(),
+            Some("q+1")
+        );
+        assert_eq!(
+            token(&[], Some("access_token=first&access_token=last")).as_deref(),
+            Some("last")
+        );
+        // The header wins over the query parameter.
+        assert_eq!(
+            token(
+                &[("authorization", "Bearer head")],
+                Some("access_token=query")
+            )
+            .as_deref(),
+            Some("head")
+        );
+        // Another scheme is no Bearer credential; the query still counts.
+        assert_eq!(
+            token(
+                &[("authorization", "Basic eDp5")],
+                Some("access_token=query")
+            )
+            .as_deref(),
+            Some("query")
+        );
+        assert_eq!(token(&[("authorization", "Bearer ")], None), None);
+        assert_eq!(token(&[], Some("access_token=")), None);
+        assert_eq!(token(&[], Some("access_token=%zz")), None);
     }
 
     #[test]
