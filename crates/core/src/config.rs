@@ -41,6 +41,13 @@ pub struct RawConfig {
     pub tick: Option<ConfigDuration>,
     #[serde(default)]
     pub token: Option<crate::token::config::RawToken>,
+    #[serde(default)]
+    pub backpressure: Option<crate::flow_config::RawBackpressure>,
+    #[serde(default)]
+    pub admission: Option<crate::flow_config::RawAdmission>,
+    /// Sessions with no data frame either way for this long are closed with 1001.
+    #[serde(default)]
+    pub idle_timeout: Option<ConfigDuration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -313,6 +320,10 @@ pub struct Config {
     pub tick_ms: u64,
     /// The platform token the gateway owns; `None` leaves platform credentials to the client.
     pub token: Option<crate::token::config::TokenConfig>,
+    pub backpressure: Option<crate::flow_config::BackpressureConfig>,
+    pub admission: Option<crate::flow_config::AdmissionConfig>,
+    /// `None`: sessions may stay silent (Envoy's `stream_idle_timeout` still applies).
+    pub idle_timeout_ms: Option<u64>,
 }
 
 impl Config {
@@ -530,6 +541,27 @@ impl TryFrom<RawConfig> for Config {
             ));
         }
 
+        let backpressure = crate::flow_config::backpressure_config(raw.backpressure, &mut errors);
+        let admission = crate::flow_config::admission_config(raw.admission, &mut errors);
+        let idle_timeout_ms = match raw.idle_timeout.map(|d| d.as_millis()) {
+            None => Some(900_000),
+            Some(0) => None,
+            Some(ms) if ms < 1_000 => {
+                errors.push(FieldError::new(
+                    "idle_timeout",
+                    "must be at least 1s (or \"0s\" for none)",
+                ));
+                None
+            }
+            Some(ms) => Some(ms),
+        };
+        if backpressure.is_some() && !frames.enabled {
+            errors.push(FieldError::new(
+                "backpressure",
+                "needs frames.enabled (budgets count frames)",
+            ));
+        }
+
         match identity {
             Some(identity) if errors.is_empty() => Ok(Config {
                 profile,
@@ -541,6 +573,9 @@ impl TryFrom<RawConfig> for Config {
                 frames,
                 tick_ms,
                 token,
+                backpressure,
+                admission,
+                idle_timeout_ms,
             }),
             _ => Err(errors),
         }

@@ -2,11 +2,13 @@
 //! routing and the upgrade pipeline. Everything takes `now` as an argument.
 
 pub mod backoff;
+pub mod budget;
 pub mod config;
 pub mod config_error;
 pub mod dedup;
 pub mod duration;
 pub mod events;
+pub mod flow_config;
 pub mod header_map;
 pub mod identity;
 pub mod origin;
