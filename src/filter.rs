@@ -8,8 +8,10 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use switchboard_core::backoff::{retry_after_secs, SaltedRng};
+use switchboard_core::budget::{Bucket, HoldQueue, Lease, Resume, Way};
 use switchboard_core::config::Config;
 use switchboard_core::dedup::{decode_owned, encode_owned, ring_key, Delivery};
+use switchboard_core::flow_config::{BackpressureConfig, DuplicatePolicy};
 use switchboard_core::resume::{add_resume_param, set_key, ResumeSet};
 use switchboard_core::session::{
     AgentStore, ChunkOutcome, ChunkReport, SessionFeatures, SessionOwner, WsSession,
@@ -24,12 +26,13 @@ use switchboard_core::upgrade::{
     self, check_answered_subprotocol, upstream_result, RejectReason, SubprotocolAnswer,
     SubprotocolPlan, Verdict, VerdictCache,
 };
-use switchboard_core::ws::Limits;
+use switchboard_core::ws::{Direction, Limits};
 
+use crate::flow::{self, HELD_BYTES_KEY};
 use crate::host::{self, BufferKind, MapKind, SharedWrite};
 use crate::metrics::{
-    close_label, code_label, Family, Metrics, PLATFORM_TOKEN_TTL, SESSIONS_ACTIVE,
-    UPGRADE_FILTER_TIME_US,
+    close_label, code_label, Family, Metrics, HELD_BYTES, HELD_STREAMS, PLATFORM_TOKEN_TTL,
+    SESSIONS_ACTIVE, UPGRADE_FILTER_TIME_US,
 };
 
 /// Slots of the shared dedup table (one ring per agent in a slot; see `core::dedup`).
@@ -45,6 +48,31 @@ struct Shared {
     token: RefCell<TokenView>,
     /// Salted per instance: `Retry-After` jitter and session ids.
     rng: RefCell<SaltedRng>,
+    /// Paused stream directions of this worker, first held first.
+    holds: RefCell<HoldQueue>,
+    hold_states: RefCell<HashMap<(u32, Way), SharedHold>>,
+    /// This worker's slices of each tenant's client-to-platform budgets (frames, bytes).
+    leases: RefCell<HashMap<String, (Lease, Lease)>>,
+    /// Consecutive upgrades refused for load; the exponent of the next `Retry-After`.
+    refusals: std::cell::Cell<u32>,
+}
+
+/// A direction's hold state, shared by its stream and the root context that resumes it.
+type SharedHold = Rc<RefCell<HoldState>>;
+
+/// One direction of one stream, as the hold machinery sees it.
+#[derive(Debug, Default)]
+struct HoldState {
+    paused: bool,
+    /// The root context resumed it: Envoy forwarded the buffer, the next chunk starts afresh.
+    resumed: bool,
+    /// Bytes at the front of Envoy's buffer already read (and possibly rewritten).
+    processed_len: usize,
+    /// Bytes counted as held in the shared total.
+    held_bytes: u64,
+    tenant: String,
+    /// The platform-to-client budget of this session (per agent).
+    down: Option<Bucket>,
 }
 
 /// The platform token as this VM last read it from shared data.
@@ -314,18 +342,26 @@ impl RootContext for Root {
                     .unwrap_or_default();
                 let rng = SaltedRng::from_salt(&node, random_u64());
                 self.refresher.me = random_u64().max(1);
-                if config.token.is_some() {
+                if config.token.is_some() || config.backpressure.is_some() {
                     if let Err(err) = host::set_tick_period(config.tick_ms) {
                         log::error!("configure: cannot start the root timer: {err}");
                         return false;
                     }
                 }
+                let needs_tick = config.token.is_some() || config.backpressure.is_some();
                 self.shared = Some(Rc::new(Shared {
                     config,
                     metrics: RefCell::new(Metrics::default()),
                     token: RefCell::new(TokenView::default()),
                     rng: RefCell::new(rng),
+                    holds: RefCell::new(HoldQueue::default()),
+                    hold_states: RefCell::new(HashMap::new()),
+                    leases: RefCell::new(HashMap::new()),
+                    refusals: std::cell::Cell::new(0),
                 }));
+                if !needs_tick {
+                    return true;
+                }
                 true
             }
             Err(errors) => {
@@ -353,6 +389,9 @@ impl RootContext for Root {
         if let Some(config) = &shared.config.token {
             self.token_tick(&shared, config);
         }
+        if let Some(config) = &shared.config.backpressure {
+            resume_held(&shared, config);
+        }
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -367,6 +406,10 @@ impl RootContext for Root {
             session: None,
             saw_close: false,
             platform_token: None,
+            up: Rc::new(RefCell::new(HoldState::default())),
+            down: Rc::new(RefCell::new(HoldState::default())),
+            last_data_ms: 0,
+            agent_counted: false,
         }))
     }
 
@@ -400,6 +443,92 @@ struct Stream {
     saw_close: bool,
     /// The platform token this session runs on, when the gateway injects it.
     platform_token: Option<SessionToken>,
+    up: Rc<RefCell<HoldState>>,
+    down: Rc<RefCell<HoldState>>,
+    /// Last data frame either way (idle timeout).
+    last_data_ms: u64,
+    /// This stream counts in its agent's session total.
+    agent_counted: bool,
+}
+
+/// Resumes held streams whose budget allows, first held first (the root context's tick).
+fn resume_held(shared: &Shared, config: &BackpressureConfig) {
+    if shared.holds.borrow().is_empty() {
+        return;
+    }
+    let now = now_ms();
+    let mut resumed = 0u64;
+    let mut left = 0i64;
+    let mut released = 0u64;
+    shared.holds.borrow_mut().drain_ready(|context_id, way| {
+        let Some(state) = shared.hold_states.borrow().get(&(context_id, way)).cloned() else {
+            return Resume::Gone;
+        };
+        let mut state = state.borrow_mut();
+        let ready = match way {
+            Way::Up => {
+                let budgets = config.budgets_for(&state.tenant);
+                let mut leases = shared.leases.borrow_mut();
+                let (frames, bytes) = leases.entry(state.tenant.clone()).or_default();
+                (!frames.in_debt()
+                    || flow::top_up(
+                        frames,
+                        "up_frames",
+                        &state.tenant,
+                        budgets.up_frames,
+                        config.slice_ms,
+                        now,
+                    ))
+                    && (!bytes.in_debt()
+                        || flow::top_up(
+                            bytes,
+                            "up_bytes",
+                            &state.tenant,
+                            budgets.up_bytes,
+                            config.slice_ms,
+                            now,
+                        ))
+            }
+            Way::Down => {
+                let rate = config.budgets_for(&state.tenant).down_frames;
+                state
+                    .down
+                    .as_mut()
+                    .is_none_or(|bucket| bucket.ready(rate, now))
+            }
+        };
+        if !ready {
+            return Resume::Wait;
+        }
+        let outcome =
+            host::set_effective_context(context_id).and_then(|()| host::resume(way == Way::Down));
+        shared.hold_states.borrow_mut().remove(&(context_id, way));
+        released += state.held_bytes;
+        state.held_bytes = 0;
+        state.paused = false;
+        left += 1;
+        match outcome {
+            Ok(()) => {
+                state.resumed = true;
+                resumed += 1;
+                Resume::Resumed
+            }
+            Err(_) => Resume::Gone,
+        }
+    });
+    if released > 0 {
+        flow::shared_add(HELD_BYTES_KEY, -i64::try_from(released).unwrap_or(i64::MAX));
+    }
+    let mut metrics = shared.metrics.borrow_mut();
+    if released > 0 {
+        metrics.gauge_add(HELD_BYTES, -i64::try_from(released).unwrap_or(i64::MAX));
+    }
+    if resumed > 0 {
+        metrics.add(Family::Backpressure, "resumed", resumed);
+    }
+    if left > 0 {
+        metrics.gauge_add(HELD_STREAMS, -left);
+    }
 }
 
 /// Which platform token a session holds, so a newer one can be rotated in.
@@ -511,6 +640,95 @@ impl Stream {
         usable(&self.shared.token.borrow())
     }
 
+    /// Load and admission checks for an authenticated upgrade: the queue above its admission
+    /// threshold (503), the upgrade rate (429), the agent's session cap (409). `Ok(true)` when
+    /// the session now counts against its agent's cap.
+    fn admit(
+        &self,
+        config: &Config,
+        identity: Option<&upgrade::SessionIdentity>,
+    ) -> Result<bool, Action> {
+        let tenant = identity.map_or("", |i| i.tenant_id.as_str());
+        if let Some(backpressure) = &config.backpressure {
+            let held = u64::try_from(flow::shared_value(HELD_BYTES_KEY)).unwrap_or(0);
+            if held > backpressure.admission_limit() {
+                self.count(Family::Backpressure, "refused");
+                return Err(self.refuse_for_load(
+                    503,
+                    "backpressure",
+                    backpressure.retry.base_ms,
+                    backpressure.retry.cap_ms,
+                    "gateway busy\n",
+                ));
+            }
+        }
+        let Some(admission) = config.admission.as_ref() else {
+            self.shared.refusals.set(0);
+            return Ok(false);
+        };
+        if !flow::admit_upgrade(admission.global, admission.per_tenant, tenant, now_ms()) {
+            self.count(Family::Backpressure, "rate_limited");
+            return Err(self.refuse_for_load(
+                429,
+                "admission",
+                admission.retry.base_ms,
+                admission.retry.cap_ms,
+                "too many upgrades\n",
+            ));
+        }
+        let mut counted = false;
+        if let (Some(cap), DuplicatePolicy::Reject, Some(identity)) = (
+            admission.max_sessions_per_agent,
+            admission.duplicates,
+            identity,
+        ) {
+            match flow::agent_sessions_add(&identity.routing_key, 1, Some(cap)) {
+                Some((true, _)) => counted = true,
+                Some((false, _)) => {
+                    self.count(Family::Backpressure, "duplicate");
+                    self.count(Family::Upgrades, "duplicate");
+                    return Err(self.reply(
+                        409,
+                        &[("cache-control", "no-store")],
+                        "this agent already has the maximum number of sessions\n",
+                        "switchboard_duplicate_session",
+                    ));
+                }
+                None => {}
+            }
+        }
+        self.shared.refusals.set(0);
+        Ok(counted)
+    }
+
+    /// 503 or 429 with `Retry-After` = min(cap, base·2^k)·(0.5 + random), k the refusals in a
+    /// row on this worker, salted per instance.
+    fn refuse_for_load(
+        &self,
+        status: u16,
+        label: &'static str,
+        base_ms: u64,
+        cap_ms: u64,
+        body: &str,
+    ) -> Action {
+        let streak = self.shared.refusals.get();
+        self.shared.refusals.set(streak.saturating_add(1));
+        let retry_after = retry_after_secs(
+            base_ms,
+            cap_ms,
+            streak.min(16),
+            &mut self.shared.rng.borrow_mut(),
+        )
+        .to_string();
+        self.count(Family::Upgrades, label);
+        self.reply(
+            status,
+            &[("retry-after", &retry_after), ("cache-control", "no-store")],
+            body,
+            label,
+        )
+    }
+
     fn refuse_without_token(&self, config: &TokenConfig) -> Action {
         let failures = self.shared.token.borrow().failures;
         let retry_after = retry_after_secs(
@@ -573,6 +791,12 @@ impl Stream {
             }
             Verdict::Forward(forward) => forward,
         };
+        if forward.upgrade {
+            match self.admit(config, forward.identity.as_ref()) {
+                Ok(counted) => self.agent_counted = counted,
+                Err(refusal) => return refusal,
+            }
+        }
         // An upgrade the platform would refuse (or that would carry an expired token) is
         // answered here instead: 503 with a jittered Retry-After.
         let platform_token = match (&config.token, forward.upgrade) {
@@ -804,17 +1028,35 @@ impl Stream {
         ));
     }
 
-    /// One body chunk of an upgraded stream, either direction.
+    /// One body chunk of an upgraded stream, either direction. While a direction is held,
+    /// Envoy buffers and calls again with the whole buffer: only the bytes past what was already
+    /// read are new.
     fn on_chunk(&mut self, from_client: bool, body_size: usize) -> Action {
-        let Some(session) = self.session.as_mut() else {
+        if self.session.is_none() {
             return Action::Continue;
-        };
-        let kind = if from_client {
-            BufferKind::RequestBody
+        }
+        let (kind, way) = if from_client {
+            (BufferKind::RequestBody, Way::Up)
         } else {
-            BufferKind::ResponseBody
+            (BufferKind::ResponseBody, Way::Down)
         };
-        let chunk = match host::body(kind, body_size) {
+        let state = Rc::clone(if from_client { &self.up } else { &self.down });
+        let start = {
+            let mut state = state.borrow_mut();
+            if state.resumed {
+                state.resumed = false;
+                state.processed_len = 0;
+            }
+            if state.paused {
+                state.processed_len.min(body_size)
+            } else {
+                0
+            }
+        };
+        if state.borrow().paused && start >= body_size {
+            return Action::Pause;
+        }
+        let chunk = match host::body_range(kind, start, body_size - start) {
             Ok(chunk) => chunk,
             Err(err) => {
                 // Without the bytes the parser would lose its place: stop inspecting, keep forwarding.
@@ -823,9 +1065,13 @@ impl Stream {
                     self.context_id
                 );
                 self.session = None;
+                self.release_holds();
                 self.count(Family::Sessions, "inspection_lost");
                 return Action::Continue;
             }
+        };
+        let Some(session) = self.session.as_mut() else {
+            return Action::Continue;
         };
         if from_client {
             if let (Some(held), Some(config)) =
@@ -840,25 +1086,234 @@ impl Stream {
                 );
             }
         }
+        let now = now_ms();
         let mut report = ChunkReport::default();
         let outcome = if from_client {
             session.client_chunk(&chunk, host::mask_key(), &mut report)
         } else {
-            let now_ms = host::now_nanos() / 1_000_000;
             let mut store = SharedAgentStore {
                 config: &self.shared.config,
             };
-            session.platform_chunk(&chunk, now_ms, &mut store, &mut report)
+            session.platform_chunk(&chunk, now, &mut store, &mut report)
         };
-        if let ChunkOutcome::Replace(bytes) = &outcome {
-            if let Err(err) = host::replace_body(kind, body_size, bytes) {
+        let mut output = match outcome {
+            ChunkOutcome::Forward => None,
+            ChunkOutcome::Replace(bytes) => Some(bytes),
+        };
+        // Idle: no data frame either way for the configured time; this chunk (a ping, say) is
+        // the chance to say goodbye.
+        if report.data_frames > 0 || self.last_data_ms == 0 {
+            self.last_data_ms = now;
+        } else if let Some(idle_ms) = self.shared.config.idle_timeout_ms {
+            if now.saturating_sub(self.last_data_ms) >= idle_ms && !session.stopped() {
+                let direction = if from_client {
+                    Direction::ClientToServer
+                } else {
+                    Direction::ServerToClient
+                };
+                let close = session.shut(1001, 1001, direction, host::mask_key());
+                output
+                    .get_or_insert_with(|| chunk.clone())
+                    .extend_from_slice(&close);
+                self.shared
+                    .metrics
+                    .borrow_mut()
+                    .count(Family::Sessions, "idle_closed");
+            }
+        }
+        let stopped = session.stopped();
+        let processed_len = match &output {
+            None => body_size,
+            Some(bytes) => start + bytes.len(),
+        };
+        if let Some(bytes) = output.take() {
+            let whole = if start == 0 {
+                Ok(bytes)
+            } else {
+                host::body_range(kind, 0, start).map(|mut prefix| {
+                    prefix.extend_from_slice(&bytes);
+                    prefix
+                })
+            };
+            if let Err(err) = whole.and_then(|whole| host::replace_body(kind, body_size, &whole)) {
                 log::error!("{}: cannot rewrite a body chunk: {err}", self.context_id);
                 self.count(Family::Sessions, "rewrite_failed");
             }
         }
         self.saw_close |= !report.closes.is_empty();
         self.record(from_client, chunk.len(), &report);
+        let shared = Rc::clone(&self.shared);
+        let Some(config) = &shared.config.backpressure else {
+            return Action::Continue;
+        };
+        if stopped {
+            self.release_holds();
+            return Action::Continue;
+        }
+        let in_debt = self.charge(config, way, &report, chunk.len(), now);
+        if !(state.borrow().paused || in_debt) {
+            return Action::Continue;
+        }
+        self.hold(config, way, &state, processed_len)
+    }
+
+    /// Charges a chunk to its budgets; true when they are now in debt (the direction waits).
+    fn charge(
+        &self,
+        config: &BackpressureConfig,
+        way: Way,
+        report: &ChunkReport,
+        bytes: usize,
+        now: u64,
+    ) -> bool {
+        let tenant = self.identity.as_ref().map_or("", |i| i.tenant_id.as_str());
+        let budgets = config.budgets_for(tenant);
+        match way {
+            Way::Up => {
+                if budgets.up_frames.is_unlimited() && budgets.up_bytes.is_unlimited() {
+                    return false;
+                }
+                let mut leases = self.shared.leases.borrow_mut();
+                let (frames, bytes_lease) = leases.entry(tenant.to_string()).or_default();
+                frames.tokens -= report.frames as f64;
+                bytes_lease.tokens -= bytes as f64;
+                let frames_ok = !frames.in_debt()
+                    || flow::top_up(
+                        frames,
+                        "up_frames",
+                        tenant,
+                        budgets.up_frames,
+                        config.slice_ms,
+                        now,
+                    );
+                let bytes_ok = !bytes_lease.in_debt()
+                    || flow::top_up(
+                        bytes_lease,
+                        "up_bytes",
+                        tenant,
+                        budgets.up_bytes,
+                        config.slice_ms,
+                        now,
+                    );
+                !(frames_ok && bytes_ok)
+            }
+            Way::Down => {
+                if budgets.down_frames.is_unlimited() {
+                    return false;
+                }
+                let mut state = self.down.borrow_mut();
+                let bucket = state
+                    .down
+                    .get_or_insert_with(|| Bucket::full(budgets.down_frames, now));
+                bucket.charge(budgets.down_frames, report.frames as f64);
+                !bucket.ready(budgets.down_frames, now)
+            }
+        }
+    }
+
+    /// Keeps a direction paused with `processed_len` bytes in Envoy's buffer, or closes the
+    /// session with 1013 when that would pass the session's or the gateway's cap.
+    fn hold(
+        &mut self,
+        config: &BackpressureConfig,
+        way: Way,
+        state: &Rc<RefCell<HoldState>>,
+        processed_len: usize,
+    ) -> Action {
+        let held = u64::try_from(processed_len).unwrap_or(u64::MAX);
+        let delta = i64::try_from(held).unwrap_or(i64::MAX)
+            - i64::try_from(state.borrow().held_bytes).unwrap_or(i64::MAX);
+        let total = flow::shared_value(HELD_BYTES_KEY).saturating_add(delta);
+        if held > config.session_hold_bytes
+            || u64::try_from(total).unwrap_or(0) > config.max_queue_bytes
+        {
+            return self.overflow(way, processed_len);
+        }
+        {
+            let mut state = state.borrow_mut();
+            state.processed_len = processed_len;
+            state.held_bytes = held;
+            state.tenant = self
+                .identity
+                .as_ref()
+                .map_or_else(String::new, |i| i.tenant_id.clone());
+        }
+        flow::shared_add(HELD_BYTES_KEY, delta);
+        let mut metrics = self.shared.metrics.borrow_mut();
+        metrics.gauge_add(HELD_BYTES, delta);
+        if !state.borrow().paused {
+            state.borrow_mut().paused = true;
+            self.shared
+                .hold_states
+                .borrow_mut()
+                .insert((self.context_id, way), Rc::clone(state));
+            self.shared.holds.borrow_mut().push(self.context_id, way);
+            metrics.count(Family::Backpressure, "held");
+            metrics.gauge_add(HELD_STREAMS, 1);
+        }
+        Action::Pause
+    }
+
+    /// The held data would pass a cap: what is buffered goes on, followed by a close (1013 to
+    /// the client, 1000 to the platform), and the session ends cleanly instead of Envoy
+    /// resetting it.
+    fn overflow(&mut self, way: Way, buffered: usize) -> Action {
+        let (kind, direction) = match way {
+            Way::Up => (BufferKind::RequestBody, Direction::ClientToServer),
+            Way::Down => (BufferKind::ResponseBody, Direction::ServerToClient),
+        };
+        if let Some(session) = self.session.as_mut() {
+            if session.at_frame_boundary(direction) {
+                let close = session.shut(1013, 1000, direction, host::mask_key());
+                let appended = host::body_range(kind, 0, buffered).map(|mut body| {
+                    body.extend_from_slice(&close);
+                    body
+                });
+                if let Err(err) =
+                    appended.and_then(|body| host::replace_body(kind, buffered, &body))
+                {
+                    log::error!("{}: cannot append the 1013 close: {err}", self.context_id);
+                }
+            } else {
+                // Mid-frame: the close follows with the next chunk each way.
+                let _ = session.shut(1013, 1000, direction, host::mask_key());
+            }
+        }
+        log::debug!(
+            "{}: held data over the cap; session closed with 1013",
+            self.context_id
+        );
+        self.count(Family::Backpressure, "overflow");
+        self.release_holds();
         Action::Continue
+    }
+
+    /// Forgets both directions' holds (resumed, overflowed or ended) and their held bytes.
+    fn release_holds(&mut self) {
+        let mut released = 0u64;
+        let mut streams = 0i64;
+        for (way, state) in [(Way::Up, &self.up), (Way::Down, &self.down)] {
+            let mut state = state.borrow_mut();
+            released += std::mem::take(&mut state.held_bytes);
+            if std::mem::take(&mut state.paused) {
+                streams += 1;
+            }
+            state.processed_len = 0;
+            self.shared
+                .hold_states
+                .borrow_mut()
+                .remove(&(self.context_id, way));
+        }
+        self.shared.holds.borrow_mut().remove(self.context_id);
+        let mut metrics = self.shared.metrics.borrow_mut();
+        if released > 0 {
+            let released = i64::try_from(released).unwrap_or(i64::MAX);
+            flow::shared_add(HELD_BYTES_KEY, -released);
+            metrics.gauge_add(HELD_BYTES, -released);
+        }
+        if streams > 0 {
+            metrics.gauge_add(HELD_STREAMS, -streams);
+        }
     }
 
     fn record(&self, from_client: bool, bytes: usize, report: &ChunkReport) {
@@ -903,6 +1358,12 @@ impl Stream {
 
 impl Context for Stream {
     fn on_done(&mut self) -> bool {
+        self.release_holds();
+        if std::mem::take(&mut self.agent_counted) {
+            if let Some(identity) = &self.identity {
+                let _ = flow::agent_sessions_add(&identity.routing_key, -1, None);
+            }
+        }
         if self
             .session
             .as_ref()

@@ -140,6 +140,8 @@ extern "C" {
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_get_property(
         path_data: *const u8,
         path_size: usize,
@@ -230,6 +232,30 @@ pub fn body(kind: BufferKind, size: usize) -> HostResult<Vec<u8>> {
         STATUS_NOT_FOUND => Ok(Vec::new()),
         other => Err(HostError::Status(other)),
     }
+}
+
+/// `size` bytes of a body buffer from `start` (the part of a held buffer not yet read).
+pub fn body_range(kind: BufferKind, start: usize, size: usize) -> HostResult<Vec<u8>> {
+    let mut data = null_mut();
+    let mut returned = 0usize;
+    let status =
+        unsafe { proxy_get_buffer_bytes(kind as u32, start, size, &mut data, &mut returned) };
+    match status {
+        STATUS_OK => Ok(unsafe { take_bytes(data, returned) }),
+        STATUS_NOT_FOUND => Ok(Vec::new()),
+        other => Err(HostError::Status(other)),
+    }
+}
+
+/// Makes `context_id` (a stream of this VM) the target of the next stream hostcall, e.g. from
+/// the root context's tick. Fails when the stream is gone.
+pub fn set_effective_context(context_id: u32) -> HostResult<()> {
+    check(unsafe { proxy_set_effective_context(context_id) })
+}
+
+/// Resumes a paused direction of the effective stream: 0 request, 1 response.
+pub fn resume(response: bool) -> HostResult<()> {
+    check(unsafe { proxy_continue_stream(u32::from(response)) })
 }
 
 /// Replaces the first `size` bytes of a body buffer (the whole current chunk) with `bytes`.

@@ -2,6 +2,7 @@
 //! `switchboard-core`, and every hostcall goes through [`host`].
 
 mod filter;
+mod flow;
 mod host;
 mod metrics;
 

@@ -35,8 +35,10 @@ pub enum Family {
     Sessions,
     /// `switchboard.token_refreshes.result.<ok|connect_error|timeout|invalid_grant|...>`
     TokenRefreshes,
-    /// `switchboard.auth_refresh.result.<injected|pending_at_close>`
+    /// `switchboard.auth_refresh.result.<injected|undelivered>`
     AuthRefresh,
+    /// `switchboard.backpressure.result.<held|resumed|overflow|refused|rate_limited|duplicate>`
+    Backpressure,
 }
 
 impl Family {
@@ -55,6 +57,7 @@ impl Family {
             Family::Sessions => "switchboard.sessions.result.",
             Family::TokenRefreshes => "switchboard.token_refreshes.result.",
             Family::AuthRefresh => "switchboard.auth_refresh.result.",
+            Family::Backpressure => "switchboard.backpressure.result.",
         }
     }
 }
@@ -63,6 +66,10 @@ pub const SESSIONS_ACTIVE: &str = "switchboard.sessions_active";
 pub const UPGRADE_FILTER_TIME_US: &str = "switchboard.upgrade_filter_time_us";
 /// Seconds until the shared platform token expires (0 when there is none); set by the refresh
 /// leader, which is one root context per process.
+/// Bytes this worker holds in paused streams (moved by increments: the gauge is the total).
+pub const HELD_BYTES: &str = "switchboard.queue_held_bytes";
+/// Stream directions currently paused.
+pub const HELD_STREAMS: &str = "switchboard.held_streams";
 pub const PLATFORM_TOKEN_TTL: &str = "switchboard.platform_token_seconds_to_expiry";
 
 /// Per-VM metric ids.

@@ -193,6 +193,40 @@ pub enum Resume {
     WaitAndBlock,
 }
 
+/// Live sessions per agent in one shared slot (a few agents share a slot; the least recently
+/// changed one is forgotten when it is full, which can only under-count, never refuse wrongly).
+/// Returns the new encoding (`None`: refused, nothing to write), whether the change was
+/// admitted, and the agent's count after it.
+pub fn agent_count_update(
+    stored: &[u8],
+    routing_key: &str,
+    delta: i64,
+    cap: Option<u32>,
+    per_slot: usize,
+) -> (Option<Vec<u8>>, bool, i64) {
+    let mut entries: Vec<(String, i64)> = serde_json::from_slice(stored).unwrap_or_default();
+    let current = entries
+        .iter()
+        .find(|(key, _)| key == routing_key)
+        .map_or(0, |(_, count)| *count);
+    if delta > 0 && cap.is_some_and(|cap| current >= i64::from(cap)) {
+        return (None, false, current);
+    }
+    let next = current.saturating_add(delta).max(0);
+    entries.retain(|(key, _)| key != routing_key);
+    if next > 0 {
+        while entries.len() >= per_slot.max(1) {
+            entries.remove(0);
+        }
+        entries.push((routing_key.to_string(), next));
+    }
+    (
+        Some(serde_json::to_vec(&entries).unwrap_or_default()),
+        true,
+        next,
+    )
+}
+
 /// Slot key of a tenant's shared bucket (bounded table; a colliding tenant shares the slot).
 pub fn tenant_key(kind: &str, tenant: &str, slots: u32) -> String {
     use sha2::{Digest, Sha256};
@@ -323,6 +357,27 @@ mod tests {
         });
         assert_eq!(order, [6, 7]);
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn agent_counts_cap_and_forget_the_oldest() {
+        let (stored, ok, count) = agent_count_update(b"", "a", 1, Some(1), 2);
+        assert!(ok && count == 1);
+        let stored = stored.unwrap();
+        let (refused, ok, count) = agent_count_update(&stored, "a", 1, Some(1), 2);
+        assert!(refused.is_none() && !ok && count == 1);
+        let (stored, _, _) = agent_count_update(&stored, "b", 1, Some(1), 2);
+        let (stored, _, _) = agent_count_update(&stored.unwrap(), "c", 1, Some(1), 2);
+        // "a" was forgotten: it may connect again (under-count, never a wrong refusal).
+        let (_, ok, _) = agent_count_update(&stored.clone().unwrap(), "a", 1, Some(1), 2);
+        assert!(ok);
+        let (stored, ok, count) = agent_count_update(&stored.unwrap(), "c", -1, Some(1), 2);
+        assert!(ok && count == 0);
+        assert!(!String::from_utf8(stored.unwrap())
+            .unwrap()
+            .contains("\"c\""));
+        let (_, ok, _) = agent_count_update(b"garbage", "z", 1, Some(1), 2);
+        assert!(ok);
     }
 
     #[test]

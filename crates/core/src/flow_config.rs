@@ -273,7 +273,7 @@ pub fn admission_config(
         |path: &str, per_sec: Option<f64>, burst: Option<f64>, errors: &mut Vec<FieldError>| {
             let mut shape = rate(path, per_sec, 1.0, errors);
             if let Some(burst) = burst {
-                if burst.is_finite() && burst >= 1.0 && burst <= MAX_RATE {
+                if (1.0..=MAX_RATE).contains(&burst) {
                     shape.burst = burst;
                 } else {
                     errors.push(FieldError::new(

@@ -59,6 +59,8 @@ pub struct ChunkReport {
     pub violation: Option<Violation>,
     /// Gateway frames (e.g. `auth_refresh`) written into this chunk's output.
     pub injected: u64,
+    /// Data frames (text, binary, continuation) among `frames`.
+    pub data_frames: u64,
 }
 
 /// The bytes to send on for a chunk.
@@ -78,7 +80,7 @@ pub struct WsSession {
     /// A close frame owed to the client, sent with the next platform chunk.
     close_for_client: Option<Vec<u8>>,
     /// A close frame owed to the platform, sent with the next client chunk.
-    close_for_platform: bool,
+    close_for_platform: Option<u16>,
     /// After a violation nothing more is forwarded either way.
     stopped: bool,
     /// A whole masked frame the gateway adds toward the platform at the next clean boundary.
@@ -109,7 +111,7 @@ impl WsSession {
             owner,
             features,
             close_for_client: None,
-            close_for_platform: false,
+            close_for_platform: None,
             stopped: false,
             pending_for_platform: None,
             client_closed: false,
@@ -313,7 +315,7 @@ impl WsSession {
                     Direction::ServerToClient,
                     [0; 4],
                 ));
-                self.close_for_platform = true;
+                self.close_for_platform = Some(NORMAL_CLOSURE);
             }
         }
     }
@@ -322,10 +324,49 @@ impl WsSession {
     fn owed_close(&mut self, direction: Direction, mask_key: [u8; 4]) -> ChunkOutcome {
         let owed = match direction {
             Direction::ServerToClient => self.close_for_client.take(),
-            Direction::ClientToServer => std::mem::take(&mut self.close_for_platform)
-                .then(|| close_frame(NORMAL_CLOSURE, Direction::ClientToServer, mask_key)),
+            Direction::ClientToServer => self
+                .close_for_platform
+                .take()
+                .map(|code| close_frame(code, Direction::ClientToServer, mask_key)),
         };
         ChunkOutcome::Replace(owed.unwrap_or_default())
+    }
+
+    /// Ends the session from the gateway's side (overload, idle, drain): the client is owed a
+    /// close with `client_code`, the platform one with `platform_code`. Called between chunks
+    /// of direction `current`; returns the close frame to append to that direction's bytes now
+    /// (the other side gets its close with its next chunk). Nothing else passes afterwards.
+    pub fn shut(
+        &mut self,
+        client_code: u16,
+        platform_code: u16,
+        current: Direction,
+        mask_key: [u8; 4],
+    ) -> Vec<u8> {
+        if self.stopped {
+            return Vec::new();
+        }
+        self.stopped = true;
+        self.pending_for_platform = None;
+        match current {
+            Direction::ClientToServer => {
+                self.close_for_client =
+                    Some(close_frame(client_code, Direction::ServerToClient, [0; 4]));
+                close_frame(platform_code, Direction::ClientToServer, mask_key)
+            }
+            Direction::ServerToClient => {
+                self.close_for_platform = Some(platform_code);
+                close_frame(client_code, Direction::ServerToClient, [0; 4])
+            }
+        }
+    }
+
+    /// Both directions stand between whole frames, so a close frame can be appended cleanly.
+    pub fn at_frame_boundary(&self, direction: Direction) -> bool {
+        match direction {
+            Direction::ClientToServer => self.client.at_frame_boundary(),
+            Direction::ServerToClient => self.platform.at_frame_boundary(),
+        }
     }
 }
 
@@ -393,6 +434,9 @@ fn into_bytes(spliced: Splice, chunk: &[u8]) -> Vec<u8> {
 fn count_frames(events: &[Event], report: &mut ChunkReport) {
     for event in events {
         match event {
+            Event::FrameStart { header, .. } if !header.opcode.is_control() => {
+                report.data_frames += 1;
+            }
             Event::FrameEnd { .. } => report.frames += 1,
             Event::Control {
                 opcode: Opcode::Close,
@@ -759,5 +803,37 @@ mod tests {
         let out = bytes_of(s.client_chunk(&close, KEY, &mut report), &close);
         assert_eq!(report.injected, 1);
         assert_eq!(out, [injected(), close].concat());
+    }
+
+    #[test]
+    fn shutting_owes_each_side_its_close() {
+        let mut s = session(false);
+        let wire = encode_text("hello", Some(KEY));
+        let mut report = ChunkReport::default();
+        let _ = s.client_chunk(&wire, KEY, &mut report);
+        assert_eq!(report.data_frames, 1);
+        assert!(s.at_frame_boundary(Direction::ClientToServer));
+        let upstream = s.shut(1013, 1000, Direction::ClientToServer, KEY);
+        let got = frames(&upstream, Direction::ClientToServer);
+        assert_eq!(parse_close_payload(&got[0].1).unwrap().unwrap().code, 1000);
+        assert!(s
+            .shut(1001, 1001, Direction::ClientToServer, KEY)
+            .is_empty());
+        // The platform's reply is replaced by the client's 1013.
+        let reply = encode_close(1000, "", None).unwrap();
+        let mut store = MapStore::default();
+        let out = bytes_of(s.platform_chunk(&reply, 0, &mut store, &mut report), &reply);
+        let got = frames(&out, Direction::ServerToClient);
+        assert_eq!(parse_close_payload(&got[0].1).unwrap().unwrap().code, 1013);
+
+        let mut s = session(false);
+        let down = s.shut(1001, 1001, Direction::ServerToClient, KEY);
+        let got = frames(&down, Direction::ServerToClient);
+        assert_eq!(parse_close_payload(&got[0].1).unwrap().unwrap().code, 1001);
+        let late = encode_text("late", Some(KEY));
+        let out = bytes_of(s.client_chunk(&late, KEY, &mut report), &late);
+        let got = frames(&out, Direction::ClientToServer);
+        assert_eq!(got.len(), 1);
+        assert_eq!(parse_close_payload(&got[0].1).unwrap().unwrap().code, 1001);
     }
 }
