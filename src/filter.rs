@@ -11,7 +11,9 @@ use switchboard_core::backoff::{retry_after_secs, SaltedRng};
 use switchboard_core::budget::{Bucket, HoldQueue, Lease, Resume, Way};
 use switchboard_core::config::Config;
 use switchboard_core::dedup::{decode_owned, encode_owned, ring_key, Delivery};
-use switchboard_core::flow_config::{BackpressureConfig, DuplicatePolicy};
+use switchboard_core::flow_config::{
+    drain_action, BackpressureConfig, DrainAction, DuplicatePolicy,
+};
 use switchboard_core::resume::{add_resume_param, set_key, ResumeSet};
 use switchboard_core::session::{
     AgentStore, ChunkOutcome, ChunkReport, SessionFeatures, SessionOwner, WsSession,
@@ -55,6 +57,15 @@ struct Shared {
     leases: RefCell<HashMap<String, (Lease, Lease)>>,
     /// Consecutive upgrades refused for load; the exponent of the next `Retry-After`.
     refusals: std::cell::Cell<u32>,
+    /// The operator asked this Envoy to drain (read from shared data every tick).
+    draining: std::cell::Cell<bool>,
+}
+
+/// Shared-data key of the drain switch (one byte: 1 draining, 0 not).
+const DRAINING_KEY: &str = "switchboard.draining";
+
+fn read_draining() -> bool {
+    matches!(host::shared_get(DRAINING_KEY), Ok(Some((bytes, _))) if bytes.first() == Some(&1))
 }
 
 /// A direction's hold state, shared by its stream and the root context that resumes it.
@@ -342,13 +353,16 @@ impl RootContext for Root {
                     .unwrap_or_default();
                 let rng = SaltedRng::from_salt(&node, random_u64());
                 self.refresher.me = random_u64().max(1);
-                if config.token.is_some() || config.backpressure.is_some() {
+                if config.token.is_some() || config.backpressure.is_some() || config.drain.is_some()
+                {
                     if let Err(err) = host::set_tick_period(config.tick_ms) {
                         log::error!("configure: cannot start the root timer: {err}");
                         return false;
                     }
                 }
-                let needs_tick = config.token.is_some() || config.backpressure.is_some();
+                let needs_tick = config.token.is_some()
+                    || config.backpressure.is_some()
+                    || config.drain.is_some();
                 self.shared = Some(Rc::new(Shared {
                     config,
                     metrics: RefCell::new(Metrics::default()),
@@ -358,6 +372,7 @@ impl RootContext for Root {
                     hold_states: RefCell::new(HashMap::new()),
                     leases: RefCell::new(HashMap::new()),
                     refusals: std::cell::Cell::new(0),
+                    draining: std::cell::Cell::new(read_draining()),
                 }));
                 if !needs_tick {
                     return true;
@@ -391,6 +406,9 @@ impl RootContext for Root {
         }
         if let Some(config) = &shared.config.backpressure {
             resume_held(&shared, config);
+        }
+        if shared.config.drain.is_some() {
+            shared.draining.set(read_draining());
         }
     }
 
@@ -640,6 +658,82 @@ impl Stream {
         usable(&self.shared.token.borrow())
     }
 
+    /// The operator's drain switch on the drain path (loopback peers only); `None` for every
+    /// other request.
+    fn drain_request(&self, headers: &[(String, Vec<u8>)]) -> Option<Action> {
+        let drain = self.shared.config.drain.as_ref()?;
+        let path = request_path(headers)?;
+        if !path.starts_with(drain.path.as_str()) {
+            return None;
+        }
+        let method = headers
+            .iter()
+            .find(|(name, _)| name == ":method")
+            .and_then(|(_, value)| std::str::from_utf8(value).ok())
+            .unwrap_or("");
+        let peer = host::property(&["source", "address"])
+            .ok()
+            .flatten()
+            .and_then(|bytes| String::from_utf8(bytes).ok());
+        let action = drain_action(drain, method, &path, peer.as_deref())?;
+        let state = |draining: bool| {
+            if draining {
+                "draining\n"
+            } else {
+                "not draining\n"
+            }
+        };
+        let switch = |on: bool| {
+            let written = host::shared_set(DRAINING_KEY, &[u8::from(on)], 0);
+            self.shared.draining.set(on);
+            log::info!(
+                "{}: drain {} by the operator{}",
+                self.context_id,
+                if on { "started" } else { "stopped" },
+                if written.is_err() {
+                    " (not shared with other workers)"
+                } else {
+                    ""
+                }
+            );
+        };
+        Some(match action {
+            DrainAction::Start => {
+                switch(true);
+                self.reply(
+                    200,
+                    &[("cache-control", "no-store")],
+                    state(true),
+                    "switchboard_drain",
+                )
+            }
+            DrainAction::Stop => {
+                switch(false);
+                self.reply(
+                    200,
+                    &[("cache-control", "no-store")],
+                    state(false),
+                    "switchboard_drain",
+                )
+            }
+            DrainAction::Status => self.reply(
+                200,
+                &[("cache-control", "no-store")],
+                state(read_draining()),
+                "switchboard_drain",
+            ),
+            DrainAction::Forbidden => {
+                self.reply(403, &[], "forbidden\n", "switchboard_drain_forbidden")
+            }
+            DrainAction::BadMethod => self.reply(
+                405,
+                &[("allow", "GET, POST, DELETE")],
+                "method not allowed\n",
+                "switchboard_drain_method",
+            ),
+        })
+    }
+
     /// Load and admission checks for an authenticated upgrade: the queue above its admission
     /// threshold (503), the upgrade rate (429), the agent's session cap (409). `Ok(true)` when
     /// the session now counts against its agent's cap.
@@ -649,6 +743,15 @@ impl Stream {
         identity: Option<&upgrade::SessionIdentity>,
     ) -> Result<bool, Action> {
         let tenant = identity.map_or("", |i| i.tenant_id.as_str());
+        if let (Some(drain), true) = (&config.drain, self.shared.draining.get()) {
+            return Err(self.refuse_for_load(
+                503,
+                "draining",
+                drain.retry_after_ms,
+                drain.retry_after_ms,
+                "gateway draining\n",
+            ));
+        }
         if let Some(backpressure) = &config.backpressure {
             let held = u64::try_from(flow::shared_value(HELD_BYTES_KEY)).unwrap_or(0);
             if held > backpressure.admission_limit() {
@@ -758,6 +861,9 @@ impl Stream {
         };
         let request = upgrade::RequestHead { headers: &headers };
         let config = &self.shared.config;
+        if let Some(action) = self.drain_request(&headers) {
+            return action;
+        }
         let verdict = upgrade::decide(config, &request, host::now_secs(), &mut SharedDataCache);
         let forward = match verdict {
             Verdict::Reject(rejection) => {
@@ -1105,12 +1211,15 @@ impl Stream {
         if report.data_frames > 0 || self.last_data_ms == 0 {
             self.last_data_ms = now;
         } else if let Some(idle_ms) = self.shared.config.idle_timeout_ms {
-            if now.saturating_sub(self.last_data_ms) >= idle_ms && !session.stopped() {
-                let direction = if from_client {
-                    Direction::ClientToServer
-                } else {
-                    Direction::ServerToClient
-                };
+            let direction = if from_client {
+                Direction::ClientToServer
+            } else {
+                Direction::ServerToClient
+            };
+            if now.saturating_sub(self.last_data_ms) >= idle_ms
+                && !session.stopped()
+                && session.at_frame_boundary(direction)
+            {
                 let close = session.shut(1001, 1001, direction, host::mask_key());
                 output
                     .get_or_insert_with(|| chunk.clone())
@@ -1120,6 +1229,23 @@ impl Stream {
                     .borrow_mut()
                     .count(Family::Sessions, "idle_closed");
             }
+        }
+        // Draining: every live session says goodbye (1001) at its next chunk either way.
+        let direction = if from_client {
+            Direction::ClientToServer
+        } else {
+            Direction::ServerToClient
+        };
+        if self.shared.draining.get() && !session.stopped() && session.at_frame_boundary(direction)
+        {
+            let close = session.shut(1001, 1001, direction, host::mask_key());
+            output
+                .get_or_insert_with(|| chunk.clone())
+                .extend_from_slice(&close);
+            self.shared
+                .metrics
+                .borrow_mut()
+                .count(Family::Sessions, "drained");
         }
         let stopped = session.stopped();
         let processed_len = match &output {

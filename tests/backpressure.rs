@@ -395,3 +395,60 @@ async fn an_idle_session_is_closed_with_1001() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn draining_refuses_new_upgrades_and_closes_live_sessions_with_1001() {
+    let platform = Platform::start("p1", &["--event-rate", "0"]);
+    let envoy = start(&platform, json!({ "tick": "50ms" }));
+    let mut live = agent(&envoy, "agent-live").await;
+    common::ws::echo(&mut live, "before the drain").await;
+    let drain_url = format!("http://127.0.0.1:{}/_switchboard/drain", envoy.port);
+    let client = reqwest::Client::new();
+    let status = client
+        .get(&drain_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(status, "not draining\n");
+    let response = client.put(&drain_url).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    let response = client.post(&drain_url).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.text().await.unwrap(), "draining\n");
+    // Every worker picks the switch up on its next tick.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..4 {
+        match try_agent(&envoy, &format!("agent-new-{i}")).await {
+            Err((503, Some(seconds))) => assert!(seconds >= 1),
+            other => panic!("upgrade during the drain: {:?}", other.map(|_| ())),
+        }
+    }
+    // The live session is told at its next frame, and the platform too.
+    live.send(Message::text("after the drain")).await.unwrap();
+    let (_, close) = read_events(&mut live, 1, Duration::from_secs(5)).await;
+    assert_eq!(close, Some(1001));
+    let _ = tokio::time::timeout(Duration::from_secs(2), live.next()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sessions = platform.sessions().await;
+    assert_eq!(sessions[0]["close_code"], 1001, "{}", sessions[0]);
+    // Undo: upgrades are admitted again.
+    let response = client.delete(&drain_url).send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), "not draining\n");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    agent(&envoy, "agent-after").await;
+    assert_eq!(
+        envoy
+            .stat("wasmcustom.switchboard.upgrades.result.draining")
+            .await,
+        4
+    );
+    assert_eq!(
+        envoy
+            .stat("wasmcustom.switchboard.sessions.result.drained")
+            .await,
+        1
+    );
+}

@@ -48,6 +48,8 @@ pub struct RawConfig {
     /// Sessions with no data frame either way for this long are closed with 1001.
     #[serde(default)]
     pub idle_timeout: Option<ConfigDuration>,
+    #[serde(default)]
+    pub drain: Option<crate::flow_config::RawDrain>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -324,6 +326,8 @@ pub struct Config {
     pub admission: Option<crate::flow_config::AdmissionConfig>,
     /// `None`: sessions may stay silent (Envoy's `stream_idle_timeout` still applies).
     pub idle_timeout_ms: Option<u64>,
+    /// The operator's drain switch; `None` when disabled.
+    pub drain: Option<crate::flow_config::DrainConfig>,
 }
 
 impl Config {
@@ -543,6 +547,7 @@ impl TryFrom<RawConfig> for Config {
 
         let backpressure = crate::flow_config::backpressure_config(raw.backpressure, &mut errors);
         let admission = crate::flow_config::admission_config(raw.admission, &mut errors);
+        let drain = crate::flow_config::drain_config(raw.drain, &mut errors);
         let idle_timeout_ms = match raw.idle_timeout.map(|d| d.as_millis()) {
             None => Some(900_000),
             Some(0) => None,
@@ -576,6 +581,7 @@ impl TryFrom<RawConfig> for Config {
                 backpressure,
                 admission,
                 idle_timeout_ms,
+                drain,
             }),
             _ => Err(errors),
         }

@@ -322,6 +322,98 @@ pub fn admission_config(
     })
 }
 
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrain {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// The path an operator POSTs to (from loopback only) to start draining; DELETE stops it.
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub retry_after: Option<ConfigDuration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainConfig {
+    pub path: String,
+    pub retry_after_ms: u64,
+}
+
+/// Phase two of `drain`: on by default at `/_switchboard/drain`.
+pub fn drain_config(raw: Option<RawDrain>, errors: &mut Vec<FieldError>) -> Option<DrainConfig> {
+    let raw = raw.unwrap_or_default();
+    if raw.enabled == Some(false) {
+        return None;
+    }
+    let path = raw
+        .path
+        .unwrap_or_else(|| "/_switchboard/drain".to_string());
+    if !path.starts_with('/') || path.contains('?') || path.bytes().any(|b| b <= b' ' || b >= 0x7f)
+    {
+        errors.push(FieldError::new(
+            "drain.path",
+            format!("\"{path}\" must be an absolute path without a query"),
+        ));
+    }
+    let retry_after_ms = raw.retry_after.map_or(5_000, |d| d.as_millis());
+    if !(1_000..=600_000).contains(&retry_after_ms) {
+        errors.push(FieldError::new(
+            "drain.retry_after",
+            "must be between 1s and 10m",
+        ));
+    }
+    Some(DrainConfig {
+        path,
+        retry_after_ms,
+    })
+}
+
+/// What an operator's request to the drain path asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainAction {
+    Start,
+    Stop,
+    Status,
+    /// The drain path from anywhere but this host: refused with 403.
+    Forbidden,
+    /// The drain path with another method: 405.
+    BadMethod,
+}
+
+/// `None` when the request is not for the drain path. Only loopback peers may drain: the
+/// endpoint sits on the agents' listener.
+pub fn drain_action(
+    config: &DrainConfig,
+    method: &str,
+    path: &str,
+    peer: Option<&str>,
+) -> Option<DrainAction> {
+    let bare = path.split_once('?').map_or(path, |(bare, _)| bare);
+    if bare != config.path {
+        return None;
+    }
+    if !peer.is_some_and(is_loopback) {
+        return Some(DrainAction::Forbidden);
+    }
+    Some(match method {
+        "POST" => DrainAction::Start,
+        "DELETE" => DrainAction::Stop,
+        "GET" => DrainAction::Status,
+        _ => DrainAction::BadMethod,
+    })
+}
+
+/// `127.0.0.1:5000`, `[::1]:5000`, `127.3.4.5` … (the peer address Envoy reports).
+pub fn is_loopback(address: &str) -> bool {
+    let host = if let Some(rest) = address.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        address.rsplit_once(':').map_or(address, |(host, _)| host)
+    };
+    host == "::1" || host.split('.').next() == Some("127") && host.split('.').count() == 4
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -390,5 +482,54 @@ mod tests {
             &mut errors,
         );
         assert_eq!(errors.len(), 2, "{errors:?}");
+    }
+
+    #[test]
+    fn drain_is_for_loopback_peers_only() {
+        let mut errors = Vec::new();
+        let config = drain_config(None, &mut errors).unwrap();
+        assert!(errors.is_empty());
+        let act = |method, path, peer| drain_action(&config, method, path, peer);
+        assert_eq!(
+            act("POST", "/_switchboard/drain", Some("127.0.0.1:4000")),
+            Some(DrainAction::Start)
+        );
+        assert_eq!(
+            act("DELETE", "/_switchboard/drain?x", Some("[::1]:4000")),
+            Some(DrainAction::Stop)
+        );
+        assert_eq!(
+            act("GET", "/_switchboard/drain", Some("127.0.0.9:1")),
+            Some(DrainAction::Status)
+        );
+        assert_eq!(
+            act("PUT", "/_switchboard/drain", Some("127.0.0.1:1")),
+            Some(DrainAction::BadMethod)
+        );
+        assert_eq!(
+            act("POST", "/_switchboard/drain", Some("10.0.0.1:4000")),
+            Some(DrainAction::Forbidden)
+        );
+        assert_eq!(
+            act("POST", "/_switchboard/drain", Some("[2001:db8::1]:4000")),
+            Some(DrainAction::Forbidden)
+        );
+        assert_eq!(
+            act("POST", "/_switchboard/drain", None),
+            Some(DrainAction::Forbidden)
+        );
+        assert_eq!(act("POST", "/v2/realtime", Some("127.0.0.1:1")), None);
+        assert!(!is_loopback("1270.0.0.1:1"));
+        let mut errors = Vec::new();
+        drain_config(
+            Some(serde_json::from_str(r#"{"path":"nope"}"#).unwrap()),
+            &mut errors,
+        );
+        assert_eq!(errors[0].path, "drain.path");
+        assert!(drain_config(
+            Some(serde_json::from_str(r#"{"enabled":false}"#).unwrap()),
+            &mut errors
+        )
+        .is_none());
     }
 }
