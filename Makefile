@@ -73,7 +73,8 @@ validate: build envoy
 	@for f in $(YAMLS); do \
 		out=.dev/validate/$$(basename $$f); \
 		$(SBCTL) render-config --template $$f --dir .dev --out $$out >/dev/null || exit 1; \
-		$(SBCTL) check-config $$out >/dev/null || { $(SBCTL) check-config $$out; exit 1; }; \
+		$(SBCTL) check-config $$out >.dev/validate/check.txt || { cat .dev/validate/check.txt; exit 1; }; \
+		if grep -q '^warning:' .dev/validate/check.txt; then cat .dev/validate/check.txt; exit 1; fi; \
 		$(ENVOY) --mode validate -c $$out --log-level error >/dev/null || { echo "invalid: $$f"; exit 1; }; \
 		echo "valid: $$f"; \
 	done

@@ -102,10 +102,16 @@ pub fn run(path: &Path, print: bool) -> anyhow::Result<i32> {
             return Ok(EXIT_INVALID);
         }
     };
+    let document = envoy_document(&bytes);
     let mut stdout = io::stdout().lock();
     for one in &checked {
         for line in one.lines() {
             writeln!(stdout, "{line}")?;
+        }
+        if let (Some(document), Verdict::Valid(config)) = (&document, &one.verdict) {
+            for warning in envoy_warnings(document, config) {
+                writeln!(stdout, "warning: {warning}")?;
+            }
         }
         if let (true, Verdict::Valid(config)) = (print, &one.verdict) {
             // Flushed first so the two writers cannot interleave.
@@ -197,6 +203,86 @@ pub fn effective_lines(config: &Config) -> Vec<String> {
         format!("tick: {}ms", config.tick_ms),
     ];
     lines.extend(token_lines(config.token.as_ref()));
+    lines.extend(flow_lines(config));
+    lines
+}
+
+fn rate_text(rate: &switchboard_core::budget::Rate) -> String {
+    if rate.is_unlimited() {
+        "unlimited".to_owned()
+    } else {
+        format!("{}/s (burst {})", rate.per_sec, rate.burst)
+    }
+}
+
+/// Backpressure, admission, idle and drain settings with defaults resolved.
+fn flow_lines(config: &Config) -> Vec<String> {
+    let mut lines = Vec::new();
+    match &config.backpressure {
+        None => lines.push("backpressure: off".to_owned()),
+        Some(bp) => {
+            let mut tenants: Vec<(&String, &switchboard_core::flow_config::Budgets)> =
+                bp.tenants.iter().collect();
+            tenants.sort_by(|a, b| a.0.cmp(b.0));
+            let default = ("(default)".to_owned(), bp.default);
+            for (name, budgets) in std::iter::once((&default.0, &default.1)).chain(tenants) {
+                lines.push(format!(
+                    "backpressure.{name}: up frames {}, up bytes {}, down frames per agent {}",
+                    rate_text(&budgets.up_frames),
+                    rate_text(&budgets.up_bytes),
+                    rate_text(&budgets.down_frames)
+                ));
+            }
+            lines.push(format!(
+                "backpressure.max_queue_bytes: {}",
+                bp.max_queue_bytes
+            ));
+            lines.push(format!(
+                "backpressure.session_hold_bytes: {}",
+                bp.session_hold_bytes
+            ));
+            lines.push(format!(
+                "backpressure.admission_threshold: {} ({} bytes)",
+                bp.admission_threshold,
+                bp.admission_limit()
+            ));
+        }
+    }
+    match &config.admission {
+        None => lines.push("admission: off".to_owned()),
+        Some(admission) => {
+            lines.push(format!(
+                "admission.upgrades: {}",
+                rate_text(&admission.global)
+            ));
+            lines.push(format!(
+                "admission.tenant_upgrades: {}",
+                rate_text(&admission.per_tenant)
+            ));
+            lines.push(format!(
+                "admission.max_sessions_per_agent: {}",
+                admission
+                    .max_sessions_per_agent
+                    .map_or("none".to_owned(), |cap| cap.to_string())
+            ));
+        }
+    }
+    lines.push(format!(
+        "idle_timeout: {}",
+        config
+            .idle_timeout_ms
+            .map_or("none".to_owned(), |ms| format!("{}s", ms / 1000))
+    ));
+    lines.push(format!(
+        "drain: {}",
+        config
+            .drain
+            .as_ref()
+            .map_or("off".to_owned(), |drain| format!(
+                "{} (loopback only)",
+                drain.path
+            ))
+    ));
     lines
 }
 
@@ -269,6 +355,101 @@ fn token_lines(token: Option<&TokenConfig>) -> Vec<String> {
         ),
     });
     lines
+}
+
+/// The Envoy bootstrap in `bytes` (JSON or YAML), when it is one (it has Wasm filters).
+fn envoy_document(bytes: &[u8]) -> Option<Value> {
+    let document = serde_json::from_slice::<Value>(bytes).ok().or_else(|| {
+        serde_norway::from_slice::<serde_norway::Value>(bytes)
+            .ok()
+            .and_then(|yaml| serde_json::to_value(yaml).ok())
+    })?;
+    (!wasm_filters(&document).is_empty()).then_some(document)
+}
+
+/// Every value of `key` anywhere in `value`, depth first.
+fn values_of<'a>(value: &'a Value, key: &str, found: &mut Vec<&'a Value>) {
+    match value {
+        Value::Object(map) => {
+            for (name, inner) in map {
+                if name == key {
+                    found.push(inner);
+                }
+                values_of(inner, key, found);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| values_of(item, key, found)),
+        _ => {}
+    }
+}
+
+/// Envoy's duration strings as the bootstrap spells them (`"960s"`, `"1.5s"`).
+fn envoy_duration_ms(value: &Value) -> Option<u64> {
+    let text = value.as_str()?.strip_suffix('s')?;
+    let seconds: f64 = text.parse().ok()?;
+    (seconds.is_finite() && seconds >= 0.0).then_some((seconds * 1000.0) as u64)
+}
+
+/// Envoy's default buffer limit per connection, and its default stream idle timeout.
+const ENVOY_DEFAULT_BUFFER_LIMIT: u64 = 1 << 20;
+const ENVOY_DEFAULT_STREAM_IDLE_MS: u64 = 300_000;
+
+/// Disagreements between the filter's settings and the Envoy file around it: each would make
+/// Envoy act before the filter can (reset a held stream, cut an idle session), or point the
+/// filter at a cluster that does not exist.
+pub fn envoy_warnings(document: &Value, config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Some(backpressure) = &config.backpressure {
+        let mut limits = Vec::new();
+        values_of(document, "per_connection_buffer_limit_bytes", &mut limits);
+        let smallest = limits
+            .iter()
+            .filter_map(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+            .min()
+            .unwrap_or(ENVOY_DEFAULT_BUFFER_LIMIT);
+        if backpressure.session_hold_bytes >= smallest {
+            warnings.push(format!(
+                "backpressure.session_hold_bytes ({}) is not below per_connection_buffer_limit_bytes ({smallest}): Envoy resets a held stream before the filter can close it with 1013",
+                backpressure.session_hold_bytes
+            ));
+        }
+    }
+    if let Some(idle_ms) = config.idle_timeout_ms {
+        let mut timeouts = Vec::new();
+        values_of(document, "stream_idle_timeout", &mut timeouts);
+        let envoy_idle = timeouts
+            .iter()
+            .filter_map(|v| envoy_duration_ms(v))
+            .filter(|ms| *ms > 0)
+            .min()
+            .or(timeouts.is_empty().then_some(ENVOY_DEFAULT_STREAM_IDLE_MS));
+        if let Some(envoy_idle) = envoy_idle {
+            if envoy_idle <= idle_ms {
+                warnings.push(format!(
+                    "stream_idle_timeout ({}s) is not above idle_timeout ({}s): Envoy resets silent sessions before the filter closes them with 1001",
+                    envoy_idle / 1000,
+                    idle_ms / 1000
+                ));
+            }
+        }
+    }
+    if let Some(token) = &config.token {
+        let mut names = Vec::new();
+        values_of(document, "clusters", &mut names);
+        let defined = names
+            .iter()
+            .filter_map(|clusters| clusters.as_array())
+            .flatten()
+            .filter_map(|cluster| cluster.get("name")?.as_str())
+            .any(|name| name == token.cluster);
+        if !defined {
+            warnings.push(format!(
+                "token.cluster \"{}\" is not a static cluster in this file (the token fetch fails unless it comes from CDS)",
+                token.cluster
+            ));
+        }
+    }
+    warnings
 }
 
 /// Tells the filter JSON from an Envoy file and extracts every filter configuration.
@@ -578,5 +759,38 @@ mod tests {
         let all = lines.join("\n");
         assert!(!all.contains("client-secret-value") && !all.contains("refresh-token-value"));
         assert!(!format!("{config:?}").contains("client-secret-value"));
+    }
+
+    #[test]
+    fn envoy_disagreements_are_warned_about() {
+        let mut json: serde_json::Value = serde_json::from_str(&filter_json("HS256")).unwrap();
+        json["backpressure"] =
+            serde_json::json!({ "session_hold_bytes": 2097152, "max_queue_bytes": 8388608 });
+        json["idle_timeout"] = "900s".into();
+        json["token"] =
+            serde_json::json!({ "cluster": "idp", "client_id": "a", "client_secret": "b" });
+        let config = Config::from_json(json.to_string().as_bytes()).unwrap();
+        let document = serde_json::json!({
+            "static_resources": {
+                "listeners": [{ "per_connection_buffer_limit_bytes": 1048576,
+                    "stream_idle_timeout": "300s" }],
+                "clusters": [{ "name": "platform" }]
+            }
+        });
+        let warnings = envoy_warnings(&document, &config);
+        assert_eq!(warnings.len(), 3, "{warnings:#?}");
+        assert!(warnings[0].starts_with("backpressure.session_hold_bytes (2097152)"));
+        assert!(
+            warnings[1].starts_with("stream_idle_timeout (300s) is not above idle_timeout (900s)")
+        );
+        assert!(warnings[2].starts_with("token.cluster \"idp\""));
+        let agreeing = serde_json::json!({
+            "static_resources": {
+                "listeners": [{ "per_connection_buffer_limit_bytes": 4194304,
+                    "stream_idle_timeout": "960s" }],
+                "clusters": [{ "name": "idp" }]
+            }
+        });
+        assert!(envoy_warnings(&agreeing, &config).is_empty());
     }
 }
