@@ -59,6 +59,7 @@ fn envoy_yaml(filters: &[(&str, String)]) -> String {
     yaml
 }
 
+const IDLE_WARNING: &str = "warning: stream_idle_timeout (300s) is not above idle_timeout (900s): Envoy resets silent sessions before the filter closes them with 1001";
 const OK_GENERIC: &str = "ok: profile=generic early_data=reject_upgrades origin=any keys=1 token_sources=authorization,subprotocol,query routing_header=x-agent-routing-key cache_slots=16384 platform_token=off";
 
 #[test]
@@ -113,14 +114,23 @@ fn yaml_filters_are_named_in_errors() {
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(
         stdout_lines(&output),
-        vec![format!("switchboard: {RS257}"), OK_GENERIC.to_owned()]
+        vec![
+            format!("switchboard: {RS257}"),
+            OK_GENERIC.to_owned(),
+            IDLE_WARNING.to_owned()
+        ]
     );
 
     let yaml = envoy_yaml(&[("switchboard", good_json()), ("second", good_json())]);
     std::fs::write(work.path().join("envoy.yaml"), yaml).unwrap();
     let output = sbctl(&["check-config", "envoy.yaml"], work.path());
     assert_eq!(output.status.code(), Some(0));
-    assert_eq!(stdout_lines(&output), vec![OK_GENERIC, OK_GENERIC]);
+    // Without stream_idle_timeout Envoy cuts silent streams at 300 s, before the filter's
+    // 900 s idle close: each filter gets the warning.
+    assert_eq!(
+        stdout_lines(&output),
+        vec![OK_GENERIC, IDLE_WARNING, OK_GENERIC, IDLE_WARNING]
+    );
 }
 
 #[test]
