@@ -488,24 +488,25 @@ fn resume_held(shared: &Shared, config: &BackpressureConfig) {
                 let budgets = config.budgets_for(&state.tenant);
                 let mut leases = shared.leases.borrow_mut();
                 let (frames, bytes) = leases.entry(state.tenant.clone()).or_default();
-                (!frames.in_debt()
-                    || flow::top_up(
-                        frames,
-                        "up_frames",
-                        &state.tenant,
-                        budgets.up_frames,
-                        config.slice_ms,
-                        now,
-                    ))
-                    && (!bytes.in_debt()
-                        || flow::top_up(
-                            bytes,
-                            "up_bytes",
-                            &state.tenant,
-                            budgets.up_bytes,
-                            config.slice_ms,
-                            now,
-                        ))
+                // Both settle every tick: a short-circuit would leave one lease's debt out of
+                // its shared bucket.
+                let frames_ready = flow::settle(
+                    frames,
+                    "up_frames",
+                    &state.tenant,
+                    budgets.up_frames,
+                    config.slice_ms,
+                    now,
+                );
+                let bytes_ready = flow::settle(
+                    bytes,
+                    "up_bytes",
+                    &state.tenant,
+                    budgets.up_bytes,
+                    config.slice_ms,
+                    now,
+                );
+                frames_ready && bytes_ready
             }
             Way::Down => {
                 let rate = config.budgets_for(&state.tenant).down_frames;
@@ -1300,11 +1301,16 @@ impl Stream {
                     return false;
                 }
                 let mut leases = self.shared.leases.borrow_mut();
-                let (frames, bytes_lease) = leases.entry(tenant.to_string()).or_default();
+                if !leases.contains_key(tenant) {
+                    leases.insert(tenant.to_string(), Default::default());
+                }
+                let Some((frames, bytes_lease)) = leases.get_mut(tenant) else {
+                    return false;
+                };
                 frames.tokens -= report.frames as f64;
                 bytes_lease.tokens -= bytes as f64;
                 let frames_ok = !frames.in_debt()
-                    || flow::top_up(
+                    || flow::settle(
                         frames,
                         "up_frames",
                         tenant,
@@ -1313,7 +1319,7 @@ impl Stream {
                         now,
                     );
                 let bytes_ok = !bytes_lease.in_debt()
-                    || flow::top_up(
+                    || flow::settle(
                         bytes_lease,
                         "up_bytes",
                         tenant,

@@ -93,8 +93,9 @@ pub fn admit_upgrade(global: Rate, per_tenant: Rate, tenant: &str, now_ms: u64) 
         )
 }
 
-/// Tops a worker's lease up from a tenant's shared budget; true when out of debt.
-pub fn top_up(
+/// Settles a worker's lease with a tenant's shared budget (see `Lease::settle`); true when
+/// the tenant is out of debt. A failed update counts as "wait".
+pub fn settle(
     lease: &mut Lease,
     kind: &str,
     tenant: &str,
@@ -106,20 +107,19 @@ pub fn top_up(
         lease.tokens = 0.0;
         return true;
     }
-    let wanted = lease.wanted(rate, slice_ms);
-    let mut taken_into = *lease;
-    let ok = with_bucket(
+    let mut settled = *lease;
+    let ready = with_bucket(
         &tenant_key(kind, tenant, TENANT_SLOTS),
         rate,
         now_ms,
         false,
         |bucket| {
-            taken_into = *lease;
-            taken_into.top_up(bucket, rate, wanted, now_ms)
+            settled = *lease;
+            settled.settle(bucket, rate, slice_ms, now_ms)
         },
     );
-    *lease = taken_into;
-    ok
+    *lease = settled;
+    ready
 }
 
 /// Live sessions per agent, in a bounded slot table: `Some((admitted, count after))`, or `None`

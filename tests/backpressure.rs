@@ -452,3 +452,57 @@ async fn draining_refuses_new_upgrades_and_closes_live_sessions_with_1001() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenants_client_budget_holds_across_its_sessions() {
+    let platform = Platform::start("p1", &["--event-rate", "0"]);
+    let budget = 50.0;
+    let envoy = start(
+        &platform,
+        json!({
+            "tick": "20ms",
+            "backpressure": {
+                "default": { "up_frames_per_sec": 1000 },
+                "tenants": { "acme": { "up_frames_per_sec": budget, "burst": "20ms" } }
+            }
+        }),
+    );
+    // Two desktops of the same tenant (likely on both workers) send 100 messages each at once.
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for name in ["agent-a", "agent-b"] {
+        let mut socket = agent(&envoy, name).await;
+        tasks.push(tokio::spawn(async move {
+            for i in 1..=100 {
+                socket.send(Message::text(format!("m {i}"))).await.unwrap();
+            }
+            let mut echoed = Vec::new();
+            while echoed.len() < 100 {
+                match tokio::time::timeout(Duration::from_secs(20), socket.next()).await {
+                    Ok(Some(Ok(Message::Text(text)))) => echoed.push(text.to_string()),
+                    Ok(Some(Ok(_))) => {}
+                    other => panic!("after {} echoes: {other:?}", echoed.len()),
+                }
+            }
+            echoed
+        }));
+    }
+    for task in tasks {
+        let echoed = task.await.unwrap();
+        let expected: Vec<String> = (1..=100).map(|i| format!("m {i}")).collect();
+        assert_eq!(echoed, expected, "lost or reordered");
+    }
+    let rate = 200.0 / started.elapsed().as_secs_f64();
+    assert!(
+        (rate - budget).abs() <= budget * 0.1,
+        "the tenant's messages reached the platform at {rate:.1}/s against {budget}/s\n{}",
+        envoy
+            .stats()
+            .await
+            .lines()
+            .filter(|l| l.contains("switchboard"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    envoy.assert_no_vm_failure();
+}

@@ -105,20 +105,25 @@ impl Lease {
         self.tokens < 0.0
     }
 
-    /// Tokens to ask the shared bucket for: the debt plus a slice of `slice_ms` of the rate.
-    pub fn wanted(&self, rate: Rate, slice_ms: u64) -> f64 {
-        let slice = rate.per_sec * slice_ms as f64 / 1000.0;
-        (-self.tokens).max(0.0) + slice.max(1.0)
-    }
-
-    /// Takes up to `wanted` from `shared` (refilled to `now_ms`); returns whether the lease is
-    /// out of debt afterwards. A partial take still pays down the debt.
-    pub fn top_up(&mut self, shared: &mut Bucket, rate: Rate, wanted: f64, now_ms: u64) -> bool {
+    /// Settles with the tenant's shared bucket (refilled to `now_ms`): this worker's debt moves
+    /// into the shared bucket, which is then repaid at the rate for everyone; when the shared
+    /// bucket is not in debt, a slice of `slice_ms` of the rate (at most what it holds) is lent
+    /// here so the next chunks need no compare-and-swap. Returns whether the tenant is out of
+    /// debt, i.e. whether held data may go.
+    pub fn settle(&mut self, shared: &mut Bucket, rate: Rate, slice_ms: u64, now_ms: u64) -> bool {
         shared.refill(rate, now_ms);
-        let taken = shared.tokens.clamp(0.0, wanted);
-        shared.tokens -= taken;
-        self.tokens += taken;
-        !self.in_debt()
+        if self.tokens < 0.0 {
+            shared.tokens += self.tokens;
+            self.tokens = 0.0;
+        }
+        if shared.tokens < 0.0 {
+            return false;
+        }
+        let slice = rate.per_sec * slice_ms as f64 / 1000.0;
+        let lend = slice.min(shared.tokens).max(0.0);
+        shared.tokens -= lend;
+        self.tokens += lend;
+        true
     }
 }
 
@@ -286,25 +291,39 @@ mod tests {
 
     #[test]
     fn leases_share_one_rate_between_workers() {
+        // Three workers each send 5-frame chunks whenever their tenant is not in debt; ticks of
+        // 10 ms. Together they get the tenant's rate, not three times it.
         let mut shared = Bucket::full(RATE, 0);
         let mut workers = [Lease::default(), Lease::default(), Lease::default()];
+        let mut held = [false; 3];
         let mut now = 0;
         let mut sent = 0.0;
         while now < 20_000 {
-            for lease in workers.iter_mut() {
-                if lease.in_debt() {
-                    let wanted = lease.wanted(RATE, 100);
-                    if !lease.top_up(&mut shared, RATE, wanted, now) {
-                        continue;
-                    }
+            for (lease, held) in workers.iter_mut().zip(held.iter_mut()) {
+                if *held {
+                    *held = !lease.settle(&mut shared, RATE, 100, now);
+                    continue;
                 }
                 lease.tokens -= 5.0;
                 sent += 5.0;
+                if lease.in_debt() {
+                    *held = !lease.settle(&mut shared, RATE, 100, now);
+                }
             }
             now += 10;
         }
         let rate = sent / 20.0;
-        assert!(rate < 112.0 && rate > 90.0, "rate {rate}");
+        assert!(rate < 110.0 && rate > 90.0, "rate {rate}");
+    }
+
+    #[test]
+    fn a_large_debt_is_repaid_by_time_not_forgiven() {
+        let mut shared = Bucket::full(RATE, 0);
+        let mut lease = Lease::default();
+        lease.tokens -= 210.0;
+        assert!(!lease.settle(&mut shared, RATE, 100, 0));
+        assert!(!lease.settle(&mut shared, RATE, 100, 1_900));
+        assert!(lease.settle(&mut shared, RATE, 100, 2_000));
     }
 
     #[test]
