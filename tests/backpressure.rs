@@ -506,3 +506,40 @@ async fn a_tenants_client_budget_holds_across_its_sessions() {
     );
     envoy.assert_no_vm_failure();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_desktop_that_stops_reading_loses_nothing_and_slows_nobody_else() {
+    let platform = Platform::start("p1", &["--event-rate", "0"]);
+    let envoy = start(
+        &platform,
+        json!({
+            "backpressure": {
+                "default": { "down_frames_per_sec": 2000 },
+                "session_hold_bytes": 524288
+            }
+        }),
+    );
+    let mut slow = agent(&envoy, "agent-slow-reader").await;
+    let memory_before = envoy.stat("server.memory_allocated").await;
+    burst(&platform, "agent-slow-reader", 3_000).await;
+    // The slow desktop reads nothing for 3 s; another agent's session is unaffected meanwhile.
+    let mut other = agent(&envoy, "agent-other").await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let sent = Instant::now();
+        common::ws::echo(&mut other, "still fast").await;
+        assert!(sent.elapsed() < Duration::from_millis(500));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let memory_held = envoy.stat("server.memory_allocated").await;
+    let (events, close) = read_events(&mut slow, 3_000, Duration::from_secs(30)).await;
+    assert_eq!(close, None);
+    let seqs: Vec<u64> = events.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=3_000).collect::<Vec<u64>>(), "lost or reordered");
+    assert!(
+        memory_held - memory_before < 32 << 20,
+        "Envoy grew by {} bytes while the desktop did not read",
+        memory_held - memory_before
+    );
+    envoy.assert_no_vm_failure();
+}
