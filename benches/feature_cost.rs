@@ -48,6 +48,19 @@ fn variants() -> Vec<(&'static str, Value)> {
             }),
         ),
         (
+            "same, no slices (CAS/chunk)",
+            json!({
+                "backpressure": {
+                    "default": {
+                        "up_frames_per_sec": 1000000,
+                        "up_bytes_per_sec": 1000000000,
+                        "down_frames_per_sec": 1000000
+                    },
+                    "slice": "0ms"
+                }
+            }),
+        ),
+        (
             "token on",
             json!({
                 "token": {

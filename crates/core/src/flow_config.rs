@@ -245,11 +245,12 @@ pub fn backpressure_config(
             format!("{admission_threshold} is outside 0.05..=1.0"),
         ));
     }
+    // "0ms" lends nothing: every chunk settles with the shared bucket (one compare-and-swap).
     let slice_ms = raw.slice.map_or(100, |d| d.as_millis());
-    if !(10..=5_000).contains(&slice_ms) {
+    if slice_ms > 5_000 {
         errors.push(FieldError::new(
             "backpressure.slice",
-            "must be between 10ms and 5s",
+            "must be at most 5s (0ms: no slices, one compare-and-swap per chunk)",
         ));
     }
     Some(BackpressureConfig {
