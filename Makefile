@@ -18,7 +18,7 @@ YAMLS := $(wildcard envoy/*.yaml examples/*.yaml)
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: setup targets envoy wasm-bindgen build run lint fmt-check clippy test test-unit test-wasm test-clients-setup \
-	test-integration validate bench-handshake bench-features bench-codec fuzz clean
+	test-integration test-rules validate bench-handshake bench-features bench-codec fuzz clean
 
 setup: targets envoy
 
@@ -90,6 +90,12 @@ test-integration: build envoy test-clients-setup
 	SWITCHBOARD_ENVOY=$(abspath $(ENVOY)) SWITCHBOARD_WASM=$(abspath $(WASM)) SWITCHBOARD_SBCTL=$(abspath $(SBCTL)) \
 		cargo test --release -p switchboard --tests -- --test-threads 2
 
+# Prometheus rules: syntax, and promtool unit tests of every recording rule and alert.
+test-rules:
+	@command -v promtool >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus; }
+	promtool check config examples/prometheus/prometheus.yml
+	cd examples/prometheus && promtool test rules tests/*.test.yml
+
 bench-handshake: build envoy
 	SWITCHBOARD_ENVOY=$(abspath $(ENVOY)) SWITCHBOARD_WASM=$(abspath $(WASM)) SWITCHBOARD_SBCTL=$(abspath $(SBCTL)) \
 		SWITCHBOARD_ENVOY_LOG_LEVEL=warn cargo bench -p switchboard --bench handshake
@@ -114,7 +120,7 @@ bench-features: build envoy
 bench-codec:
 	cargo bench -p switchboard-core --bench ws -- --warm-up-time 1 --measurement-time 3
 
-test: lint validate test-unit test-wasm test-integration
+test: lint validate test-unit test-wasm test-integration test-rules
 
 clean:
 	cargo clean

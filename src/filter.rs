@@ -34,7 +34,7 @@ use crate::flow::{self, HELD_BYTES_KEY};
 use crate::host::{self, BufferKind, MapKind, SharedWrite};
 use crate::metrics::{
     close_label, code_label, Family, Metrics, HELD_BYTES, HELD_STREAMS, PLATFORM_TOKEN_TTL,
-    SESSIONS_ACTIVE, UPGRADE_FILTER_TIME_US,
+    QUEUE_CAPACITY, SESSIONS_ACTIVE, UPGRADE_FILTER_TIME_US,
 };
 
 /// Slots of the shared dedup table (one ring per agent in a slot; see `core::dedup`).
@@ -374,6 +374,17 @@ impl RootContext for Root {
                     refusals: std::cell::Cell::new(0),
                     draining: std::cell::Cell::new(read_draining()),
                 }));
+                if let Some(shared) = &self.shared {
+                    let mut metrics = shared.metrics.borrow_mut();
+                    metrics.predefine();
+                    if let Some(backpressure) = &shared.config.backpressure {
+                        metrics.gauge_set(QUEUE_CAPACITY, backpressure.max_queue_bytes);
+                        metrics.gauge_add(HELD_BYTES, 0);
+                    }
+                    if shared.config.token.is_some() {
+                        metrics.add(Family::TokenRefreshes, "ok", 0);
+                    }
+                }
                 if !needs_tick {
                     return true;
                 }

@@ -70,6 +70,8 @@ pub const UPGRADE_FILTER_TIME_US: &str = "switchboard.upgrade_filter_time_us";
 pub const HELD_BYTES: &str = "switchboard.queue_held_bytes";
 /// Stream directions currently paused.
 pub const HELD_STREAMS: &str = "switchboard.held_streams";
+/// `backpressure.max_queue_bytes`, so dashboards and alerts can show held bytes as a share.
+pub const QUEUE_CAPACITY: &str = "switchboard.queue_capacity_bytes";
 pub const PLATFORM_TOKEN_TTL: &str = "switchboard.platform_token_seconds_to_expiry";
 
 /// Per-VM metric ids.
@@ -125,6 +127,23 @@ impl Metrics {
         if let Some(id) = self.named_id(MetricKind::Gauge, name) {
             let _ = host::increment_metric(id, delta);
         }
+    }
+
+    /// Defines the series dashboards and alert rules read, at zero, so `rate()` has them from
+    /// the start instead of from the first event of each kind.
+    pub fn predefine(&mut self) {
+        for (family, label) in [
+            (Family::Frames, "up"),
+            (Family::Frames, "down"),
+            (Family::FrameBytes, "up"),
+            (Family::FrameBytes, "down"),
+            (Family::EventDrops, "duplicate"),
+            (Family::EventDrops, "misrouted"),
+            (Family::Upgrades, "accepted"),
+        ] {
+            self.add(family, label, 0);
+        }
+        self.gauge_add(SESSIONS_ACTIVE, 0);
     }
 
     /// Sets a gauge only one writer owns at a time (the refresh leader).
