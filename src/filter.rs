@@ -380,6 +380,7 @@ impl RootContext for Root {
                     if let Some(backpressure) = &shared.config.backpressure {
                         metrics.gauge_set(QUEUE_CAPACITY, backpressure.max_queue_bytes);
                         metrics.gauge_add(HELD_BYTES, 0);
+                        metrics.add(Family::Backpressure, "held", 0);
                     }
                     if shared.config.token.is_some() {
                         metrics.add(Family::TokenRefreshes, "ok", 0);

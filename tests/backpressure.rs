@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -277,11 +278,13 @@ async fn a_reconnect_storm_is_admitted_at_the_configured_rate() {
     let memory_before = envoy.stat("server.memory_allocated").await;
     let started = Instant::now();
     let admitted: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let refused: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let agents = 2_000;
     let mut tasks = Vec::new();
     for i in 0..agents {
         let url = envoy.ws_url("/v2/realtime");
         let admitted = admitted.clone();
+        let refused = refused.clone();
         tasks.push(tokio::spawn(async move {
             // All 2,000 arrive within the first second.
             tokio::time::sleep(Duration::from_micros(i * 500)).await;
@@ -294,6 +297,7 @@ async fn a_reconnect_storm_is_admitted_at_the_configured_rate() {
                     }
                     Err(Error::Http(response)) => {
                         assert_eq!(response.status().as_u16(), 429);
+                        refused.lock().unwrap().push(Instant::now());
                         let wait: u64 = response
                             .headers()
                             .get("retry-after")
@@ -317,16 +321,32 @@ async fn a_reconnect_storm_is_admitted_at_the_configured_rate() {
     }
     let times = admitted.lock().unwrap().clone();
     assert_eq!(times.len(), agents as usize);
-    // While everyone was waiting to get in, admissions followed the bucket: its burst, then
-    // the rate.
-    let window = Duration::from_secs(1);
+    // The gateway never admits faster than its bucket: in any second, at most the burst plus
+    // a second's worth (and the first second holds the burst).
     let first = *times.iter().min().unwrap();
-    assert!(first - started < window);
-    let in_window = times.iter().filter(|t| **t - first <= window).count() as f64;
-    let expected = burst_size + rate * window.as_secs_f64();
+    for start in &times {
+        let in_second = times
+            .iter()
+            .filter(|t| **t >= *start && **t - *start < Duration::from_secs(1))
+            .count() as f64;
+        assert!(
+            in_second <= (burst_size + rate) * 1.1,
+            "{in_second} admitted within one second"
+        );
+    }
+    // While agents were being turned away the bucket was the bottleneck: over the 100 ms slots
+    // in which some upgrade was refused, admissions ran at the configured rate.
+    let refusals = refused.lock().unwrap().clone();
+    let slot = |t: &Instant| (t.saturating_duration_since(first).as_millis() / 100) as u64;
+    let busy: BTreeSet<u64> = refusals.iter().map(slot).filter(|s| *s >= 10).collect();
+    assert!(busy.len() >= 20, "only {} saturated slots", busy.len());
+    let admitted_in_busy = times.iter().filter(|t| busy.contains(&slot(t))).count() as f64;
+    // Slot edges and a load generator sharing two cores with Envoy blur this by a few per cent
+    // either way (300-333/s seen); the bound per second above is the gateway's own, to 10 %.
+    let measured = admitted_in_busy / (busy.len() as f64 * 0.1);
     assert!(
-        (in_window - expected).abs() <= expected * 0.1,
-        "{in_window} admitted in the first {window:?}, expected about {expected}"
+        (measured - rate).abs() <= rate * 0.15,
+        "admitted {measured:.0}/s while refusing, against {rate}/s"
     );
     let memory_after = envoy.stat("server.memory_allocated").await;
     let per_session = (memory_after - memory_before) / agents as i64;

@@ -1,5 +1,6 @@
-//! The Prometheus assets against a live Envoy: every metric the shipped recording and alert
-//! rules query exists in `/stats/prometheus` after a scripted session.
+//! The Prometheus and Grafana assets against a live Envoy: every metric the shipped recording
+//! and alert rules and the dashboard query exists in `/stats/prometheus` after a scripted
+//! session.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -32,14 +33,19 @@ fn queried_metrics(text: &str) -> BTreeSet<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_metric_the_rules_query_is_exported() {
-    let rules = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("examples/prometheus/switchboard.rules.yml"),
-    )
-    .unwrap();
-    let wanted = queried_metrics(&rules);
-    assert!(wanted.len() >= 8, "{wanted:?}");
+async fn every_metric_the_rules_and_the_dashboard_query_is_exported() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rules =
+        std::fs::read_to_string(root.join("examples/prometheus/switchboard.rules.yml")).unwrap();
+    let dashboard =
+        std::fs::read_to_string(root.join("examples/grafana/switchboard.json")).unwrap();
+    let dashboard_json: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    assert_eq!(dashboard_json["panels"].as_array().unwrap().len(), 7);
+    let from_rules = queried_metrics(&rules);
+    let from_dashboard = queried_metrics(&dashboard);
+    assert!(from_rules.len() >= 7, "{from_rules:?}");
+    assert!(from_dashboard.len() >= 8, "{from_dashboard:?}");
+    let wanted: BTreeSet<String> = from_rules.union(&from_dashboard).cloned().collect();
 
     let platform = Platform::start("p1", &["--event-rate", "5", "--token-lifetime", "3600"]);
     let envoy = Envoy::start(&GatewaySpec {
