@@ -276,7 +276,6 @@ async fn a_reconnect_storm_is_admitted_at_the_configured_rate() {
         }),
     );
     let memory_before = envoy.stat("server.memory_allocated").await;
-    let started = Instant::now();
     let admitted: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let refused: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let agents = 2_000;
