@@ -490,63 +490,74 @@ fn resume_held(shared: &Shared, config: &BackpressureConfig) {
     let mut resumed = 0u64;
     let mut left = 0i64;
     let mut released = 0u64;
-    shared.holds.borrow_mut().drain_ready(|context_id, way| {
+    // The queue is taken out while the host resumes streams: resuming can run Envoy's filter
+    // chain synchronously, and a stream that ends there (`on_done`) updates the queue and its
+    // hold state, which must not be borrowed at that moment.
+    let mut queue = std::mem::take(&mut *shared.holds.borrow_mut());
+    queue.drain_ready(|context_id, way| {
         let Some(state) = shared.hold_states.borrow().get(&(context_id, way)).cloned() else {
             return Resume::Gone;
         };
-        let mut state = state.borrow_mut();
-        let ready = match way {
-            Way::Up => {
-                let budgets = config.budgets_for(&state.tenant);
-                let mut leases = shared.leases.borrow_mut();
-                let (frames, bytes) = leases.entry(state.tenant.clone()).or_default();
-                // Both settle every tick: a short-circuit would leave one lease's debt out of
-                // its shared bucket.
-                let frames_ready = flow::settle(
-                    frames,
-                    "up_frames",
-                    &state.tenant,
-                    budgets.up_frames,
-                    config.slice_ms,
-                    now,
-                );
-                let bytes_ready = flow::settle(
-                    bytes,
-                    "up_bytes",
-                    &state.tenant,
-                    budgets.up_bytes,
-                    config.slice_ms,
-                    now,
-                );
-                frames_ready && bytes_ready
-            }
-            Way::Down => {
-                let rate = config.budgets_for(&state.tenant).down_frames;
-                state
-                    .down
-                    .as_mut()
-                    .is_none_or(|bucket| bucket.ready(rate, now))
+        let ready = {
+            let mut state = state.borrow_mut();
+            let tenant = state.tenant.clone();
+            match way {
+                Way::Up => {
+                    let budgets = config.budgets_for(&tenant);
+                    let mut leases = shared.leases.borrow_mut();
+                    let (frames, bytes) = leases.entry(tenant.clone()).or_default();
+                    // Both settle every tick: a short-circuit would leave one lease's debt out
+                    // of its shared bucket.
+                    let frames_ready = flow::settle(
+                        frames,
+                        "up_frames",
+                        &tenant,
+                        budgets.up_frames,
+                        config.slice_ms,
+                        now,
+                    );
+                    let bytes_ready = flow::settle(
+                        bytes,
+                        "up_bytes",
+                        &tenant,
+                        budgets.up_bytes,
+                        config.slice_ms,
+                        now,
+                    );
+                    frames_ready && bytes_ready
+                }
+                Way::Down => {
+                    let rate = config.budgets_for(&tenant).down_frames;
+                    state
+                        .down
+                        .as_mut()
+                        .is_none_or(|bucket| bucket.ready(rate, now))
+                }
             }
         };
         if !ready {
             return Resume::Wait;
         }
-        let outcome =
-            host::set_effective_context(context_id).and_then(|()| host::resume(way == Way::Down));
         shared.hold_states.borrow_mut().remove(&(context_id, way));
-        released += state.held_bytes;
-        state.held_bytes = 0;
-        state.paused = false;
+        {
+            let mut state = state.borrow_mut();
+            released += std::mem::take(&mut state.held_bytes);
+            state.paused = false;
+            state.resumed = true;
+        }
         left += 1;
-        match outcome {
+        match host::set_effective_context(context_id).and_then(|()| host::resume(way == Way::Down))
+        {
             Ok(()) => {
-                state.resumed = true;
                 resumed += 1;
                 Resume::Resumed
             }
             Err(_) => Resume::Gone,
         }
     });
+    // Streams held while the tick ran go after the ones still waiting.
+    let added = std::mem::replace(&mut *shared.holds.borrow_mut(), queue);
+    shared.holds.borrow_mut().append(added);
     if released > 0 {
         flow::shared_add(HELD_BYTES_KEY, -i64::try_from(released).unwrap_or(i64::MAX));
     }

@@ -150,6 +150,13 @@ impl HoldQueue {
         }
     }
 
+    /// Adds `other`'s entries after this queue's, keeping their order.
+    pub fn append(&mut self, other: HoldQueue) {
+        for (context_id, way) in other.entries {
+            self.push(context_id, way);
+        }
+    }
+
     pub fn remove(&mut self, context_id: u32) {
         self.entries.retain(|(id, _)| *id != context_id);
     }
@@ -376,6 +383,17 @@ mod tests {
         });
         assert_eq!(order, [6, 7]);
         assert!(queue.is_empty());
+        let mut later = HoldQueue::default();
+        later.push(9, Way::Down);
+        later.push(8, Way::Up);
+        queue.push(8, Way::Up);
+        queue.append(later);
+        let mut order = Vec::new();
+        queue.drain_ready(|id, _| {
+            order.push(id);
+            Resume::Resumed
+        });
+        assert_eq!(order, [8, 9]);
     }
 
     #[test]
