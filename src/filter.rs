@@ -1230,20 +1230,31 @@ impl Stream {
             ChunkOutcome::Forward => None,
             ChunkOutcome::Replace(bytes) => Some(bytes),
         };
-        // Idle: no data frame either way for the configured time; this chunk (a ping, say) is
-        // the chance to say goodbye.
-        if report.data_frames > 0 || self.last_data_ms == 0 {
+        // Idle (no data frame either way for the configured time) or draining: this chunk (a
+        // ping, say) is the chance to say goodbye with 1001 both ways.
+        let idle = if report.data_frames > 0 || self.last_data_ms == 0 {
             self.last_data_ms = now;
-        } else if let Some(idle_ms) = self.shared.config.idle_timeout_ms {
-            let direction = if from_client {
-                Direction::ClientToServer
-            } else {
-                Direction::ServerToClient
-            };
-            if now.saturating_sub(self.last_data_ms) >= idle_ms
-                && !session.stopped()
-                && session.at_frame_boundary(direction)
-            {
+            false
+        } else {
+            self.shared
+                .config
+                .idle_timeout_ms
+                .is_some_and(|idle_ms| now.saturating_sub(self.last_data_ms) >= idle_ms)
+        };
+        let goodbye = if idle {
+            Some("idle_closed")
+        } else if self.shared.draining.get() {
+            Some("drained")
+        } else {
+            None
+        };
+        let direction = if from_client {
+            Direction::ClientToServer
+        } else {
+            Direction::ServerToClient
+        };
+        if let Some(label) = goodbye {
+            if !session.stopped() && session.at_frame_boundary(direction) {
                 let close = session.shut(1001, 1001, direction, host::mask_key());
                 output
                     .get_or_insert_with(|| chunk.clone())
@@ -1251,25 +1262,8 @@ impl Stream {
                 self.shared
                     .metrics
                     .borrow_mut()
-                    .count(Family::Sessions, "idle_closed");
+                    .count(Family::Sessions, label);
             }
-        }
-        // Draining: every live session says goodbye (1001) at its next chunk either way.
-        let direction = if from_client {
-            Direction::ClientToServer
-        } else {
-            Direction::ServerToClient
-        };
-        if self.shared.draining.get() && !session.stopped() && session.at_frame_boundary(direction)
-        {
-            let close = session.shut(1001, 1001, direction, host::mask_key());
-            output
-                .get_or_insert_with(|| chunk.clone())
-                .extend_from_slice(&close);
-            self.shared
-                .metrics
-                .borrow_mut()
-                .count(Family::Sessions, "drained");
         }
         let stopped = session.stopped();
         let processed_len = match &output {
