@@ -14,6 +14,9 @@ use switchboard_core::dedup::{decode_owned, encode_owned, ring_key, Delivery};
 use switchboard_core::flow_config::{
     drain_action, BackpressureConfig, DrainAction, DuplicatePolicy,
 };
+use switchboard_core::observe::{
+    agent_hash, CloseSide, EndReason, SessionSummary, TenantSlot, NO_TENANT_SLOT,
+};
 use switchboard_core::resume::{add_resume_param, set_key, ResumeSet};
 use switchboard_core::session::{
     AgentStore, ChunkOutcome, ChunkReport, SessionFeatures, SessionOwner, WsSession,
@@ -33,7 +36,7 @@ use switchboard_core::ws::{Direction, Limits};
 use crate::flow::{self, HELD_BYTES_KEY};
 use crate::host::{self, BufferKind, MapKind, SharedWrite};
 use crate::metrics::{
-    close_label, code_label, Family, Metrics, HELD_BYTES, HELD_STREAMS, PLATFORM_TOKEN_TTL,
+    close_label, code_label, Family, Metrics, Scope, HELD_BYTES, HELD_STREAMS, PLATFORM_TOKEN_TTL,
     QUEUE_CAPACITY, SESSIONS_ACTIVE, UPGRADE_FILTER_TIME_US,
 };
 
@@ -82,6 +85,8 @@ struct HoldState {
     /// Bytes counted as held in the shared total.
     held_bytes: u64,
     tenant: String,
+    /// The tenant's metric label slot.
+    slot: TenantSlot,
     /// The platform-to-client budget of this session (per agent).
     down: Option<Bucket>,
 }
@@ -228,7 +233,7 @@ impl Root {
         let mut metrics = shared.metrics.borrow_mut();
         match applied {
             Some(Applied::Stored { generation }) => {
-                metrics.count(Family::TokenRefreshes, "ok");
+                metrics.count(Scope::Gateway, Family::TokenRefreshes, "ok");
                 let ttl = shared
                     .token
                     .borrow()
@@ -241,7 +246,7 @@ impl Root {
                 );
             }
             Some(Applied::Failed { error, retry_in_ms }) => {
-                metrics.count(Family::TokenRefreshes, error.label());
+                metrics.count(Scope::Gateway, Family::TokenRefreshes, error.label());
                 let remaining = shared
                     .token
                     .borrow()
@@ -260,8 +265,8 @@ impl Root {
                     ),
                 }
             }
-            Some(Applied::Stale) => metrics.count(Family::TokenRefreshes, "stale"),
-            None => metrics.count(Family::TokenRefreshes, "store_failed"),
+            Some(Applied::Stale) => metrics.count(Scope::Gateway, Family::TokenRefreshes, "stale"),
+            None => metrics.count(Scope::Gateway, Family::TokenRefreshes, "store_failed"),
         }
     }
 
@@ -363,9 +368,10 @@ impl RootContext for Root {
                 let needs_tick = config.token.is_some()
                     || config.backpressure.is_some()
                     || config.drain.is_some();
+                let metrics = Metrics::new(&config.metrics);
                 self.shared = Some(Rc::new(Shared {
                     config,
-                    metrics: RefCell::new(Metrics::default()),
+                    metrics: RefCell::new(metrics),
                     token: RefCell::new(TokenView::default()),
                     rng: RefCell::new(rng),
                     holds: RefCell::new(HoldQueue::default()),
@@ -379,11 +385,16 @@ impl RootContext for Root {
                     metrics.predefine();
                     if let Some(backpressure) = &shared.config.backpressure {
                         metrics.gauge_set(QUEUE_CAPACITY, backpressure.max_queue_bytes);
-                        metrics.gauge_add(HELD_BYTES, 0);
-                        metrics.add(Family::Backpressure, "held", 0);
+                        metrics.gauge_add(Scope::Gateway, HELD_BYTES, 0);
+                        metrics.add(
+                            Scope::Tenant(NO_TENANT_SLOT),
+                            Family::Backpressure,
+                            "held",
+                            0,
+                        );
                     }
                     if shared.config.token.is_some() {
-                        metrics.add(Family::TokenRefreshes, "ok", 0);
+                        metrics.add(Scope::Gateway, Family::TokenRefreshes, "ok", 0);
                     }
                 }
                 if !needs_tick {
@@ -434,12 +445,13 @@ impl RootContext for Root {
             subprotocols: SubprotocolPlan::default(),
             identity: None,
             session: None,
-            saw_close: false,
             platform_token: None,
             up: Rc::new(RefCell::new(HoldState::default())),
             down: Rc::new(RefCell::new(HoldState::default())),
             last_data_ms: 0,
             agent_counted: false,
+            tenant: NO_TENANT_SLOT,
+            summary: SessionSummary::default(),
         }))
     }
 
@@ -469,8 +481,6 @@ struct Stream {
     subprotocols: SubprotocolPlan,
     identity: Option<upgrade::SessionIdentity>,
     session: Option<WsSession>,
-    /// A close frame crossed the gateway in either direction.
-    saw_close: bool,
     /// The platform token this session runs on, when the gateway injects it.
     platform_token: Option<SessionToken>,
     up: Rc<RefCell<HoldState>>,
@@ -479,6 +489,10 @@ struct Stream {
     last_data_ms: u64,
     /// This stream counts in its agent's session total.
     agent_counted: bool,
+    /// The tenant's metric label slot (`none` until authenticated).
+    tenant: TenantSlot,
+    /// Totals for the session log line.
+    summary: SessionSummary,
 }
 
 /// Resumes held streams whose budget allows, first held first (the root context's tick).
@@ -487,7 +501,8 @@ fn resume_held(shared: &Shared, config: &BackpressureConfig) {
         return;
     }
     let now = now_ms();
-    let mut resumed = 0u64;
+    // Resumed streams per tenant label slot (a handful of tenants at most per tick).
+    let mut resumed: Vec<(TenantSlot, u64)> = Vec::new();
     let mut left = 0i64;
     let mut released = 0u64;
     // The queue is taken out while the host resumes streams: resuming can run Envoy's filter
@@ -539,17 +554,21 @@ fn resume_held(shared: &Shared, config: &BackpressureConfig) {
             return Resume::Wait;
         }
         shared.hold_states.borrow_mut().remove(&(context_id, way));
-        {
+        let slot = {
             let mut state = state.borrow_mut();
             released += std::mem::take(&mut state.held_bytes);
             state.paused = false;
             state.resumed = true;
-        }
+            state.slot
+        };
         left += 1;
         match host::set_effective_context(context_id).and_then(|()| host::resume(way == Way::Down))
         {
             Ok(()) => {
-                resumed += 1;
+                match resumed.iter_mut().find(|(s, _)| *s == slot) {
+                    Some((_, count)) => *count += 1,
+                    None => resumed.push((slot, 1)),
+                }
                 Resume::Resumed
             }
             Err(_) => Resume::Gone,
@@ -563,13 +582,17 @@ fn resume_held(shared: &Shared, config: &BackpressureConfig) {
     }
     let mut metrics = shared.metrics.borrow_mut();
     if released > 0 {
-        metrics.gauge_add(HELD_BYTES, -i64::try_from(released).unwrap_or(i64::MAX));
+        metrics.gauge_add(
+            Scope::Gateway,
+            HELD_BYTES,
+            -i64::try_from(released).unwrap_or(i64::MAX),
+        );
     }
-    if resumed > 0 {
-        metrics.add(Family::Backpressure, "resumed", resumed);
+    for (slot, count) in resumed {
+        metrics.add(Scope::Tenant(slot), Family::Backpressure, "resumed", count);
     }
     if left > 0 {
-        metrics.gauge_add(HELD_STREAMS, -left);
+        metrics.gauge_add(Scope::Gateway, HELD_STREAMS, -left);
     }
 }
 
@@ -644,8 +667,33 @@ impl AgentStore for SharedAgentStore<'_> {
 }
 
 impl Stream {
+    /// The session's one log line (tenant, hashed agent, totals, first close, reason).
+    fn log_session_end(&self) {
+        let Some(log_config) = &self.shared.config.session_log else {
+            return;
+        };
+        let agent = self.identity.as_ref().map_or_else(String::new, |identity| {
+            agent_hash(log_config.salt.as_ref(), &identity.agent_id)
+        });
+        let tenant = self
+            .shared
+            .metrics
+            .borrow()
+            .tenant_label(self.tenant)
+            .to_string();
+        log::info!("{}", self.summary.log_line(&tenant, &agent, now_ms()));
+    }
+
+    /// This stream's metric scope: its tenant once authenticated, `none` before.
+    fn scope(&self) -> Scope {
+        Scope::Tenant(self.tenant)
+    }
+
     fn count(&self, family: Family, label: &'static str) {
-        self.shared.metrics.borrow_mut().count(family, label);
+        self.shared
+            .metrics
+            .borrow_mut()
+            .count(self.scope(), family, label);
     }
 
     /// Sends a local reply; if even that fails the stream is left paused and Envoy times it out,
@@ -921,6 +969,13 @@ impl Stream {
             }
             Verdict::Forward(forward) => forward,
         };
+        if let Some(identity) = &forward.identity {
+            self.tenant = self
+                .shared
+                .metrics
+                .borrow_mut()
+                .tenant_slot(&identity.tenant_id);
+        }
         if forward.upgrade {
             match self.admit(config, forward.identity.as_ref()) {
                 Ok(counted) => self.agent_counted = counted,
@@ -1062,12 +1117,13 @@ impl Stream {
             }
         }
         self.upgraded = true;
+        self.summary.started_ms = now_ms();
         self.count(Family::Upgrades, "accepted");
         self.start_session();
         self.shared
             .metrics
             .borrow_mut()
-            .gauge_add(SESSIONS_ACTIVE, 1);
+            .gauge_add(self.scope(), SESSIONS_ACTIVE, 1);
         Action::Continue
     }
 }
@@ -1259,10 +1315,22 @@ impl Stream {
                 output
                     .get_or_insert_with(|| chunk.clone())
                     .extend_from_slice(&close);
-                self.shared
-                    .metrics
-                    .borrow_mut()
-                    .count(Family::Sessions, label);
+                let mut metrics = self.shared.metrics.borrow_mut();
+                metrics.count(Scope::Tenant(self.tenant), Family::Sessions, label);
+                metrics.count(
+                    Scope::Tenant(self.tenant),
+                    Family::Closes,
+                    close_label(CloseSide::Gateway, 1001),
+                );
+                drop(metrics);
+                self.summary.ended_by_gateway(
+                    if idle {
+                        EndReason::IdleTimeout
+                    } else {
+                        EndReason::Drain
+                    },
+                    1001,
+                );
             }
         }
         let stopped = session.stopped();
@@ -1284,7 +1352,6 @@ impl Stream {
                 self.count(Family::Sessions, "rewrite_failed");
             }
         }
-        self.saw_close |= !report.closes.is_empty();
         self.record(from_client, chunk.len(), &report);
         let shared = Rc::clone(&self.shared);
         let Some(config) = &shared.config.backpressure else {
@@ -1386,10 +1453,11 @@ impl Stream {
                 .identity
                 .as_ref()
                 .map_or_else(String::new, |i| i.tenant_id.clone());
+            state.slot = self.tenant;
         }
         flow::shared_add(HELD_BYTES_KEY, delta);
         let mut metrics = self.shared.metrics.borrow_mut();
-        metrics.gauge_add(HELD_BYTES, delta);
+        metrics.gauge_add(Scope::Gateway, HELD_BYTES, delta);
         if !state.borrow().paused {
             state.borrow_mut().paused = true;
             self.shared
@@ -1397,8 +1465,8 @@ impl Stream {
                 .borrow_mut()
                 .insert((self.context_id, way), Rc::clone(state));
             self.shared.holds.borrow_mut().push(self.context_id, way);
-            metrics.count(Family::Backpressure, "held");
-            metrics.gauge_add(HELD_STREAMS, 1);
+            metrics.count(self.scope(), Family::Backpressure, "held");
+            metrics.gauge_add(Scope::Gateway, HELD_STREAMS, 1);
         }
         Action::Pause
     }
@@ -1433,6 +1501,8 @@ impl Stream {
             self.context_id
         );
         self.count(Family::Backpressure, "overflow");
+        self.count(Family::Closes, close_label(CloseSide::Gateway, 1013));
+        self.summary.ended_by_gateway(EndReason::Overflow, 1013);
         self.release_holds();
         Action::Continue
     }
@@ -1458,44 +1528,76 @@ impl Stream {
         if released > 0 {
             let released = i64::try_from(released).unwrap_or(i64::MAX);
             flow::shared_add(HELD_BYTES_KEY, -released);
-            metrics.gauge_add(HELD_BYTES, -released);
+            metrics.gauge_add(Scope::Gateway, HELD_BYTES, -released);
         }
         if streams > 0 {
-            metrics.gauge_add(HELD_STREAMS, -streams);
+            metrics.gauge_add(Scope::Gateway, HELD_STREAMS, -streams);
         }
     }
 
-    fn record(&self, from_client: bool, bytes: usize, report: &ChunkReport) {
+    fn record(&mut self, from_client: bool, bytes: usize, report: &ChunkReport) {
+        let flow = if from_client {
+            &mut self.summary.up
+        } else {
+            &mut self.summary.down
+        };
+        flow.frames = flow.frames.saturating_add(report.frames);
+        flow.bytes = flow
+            .bytes
+            .saturating_add(u64::try_from(bytes).unwrap_or(u64::MAX));
+        if let Some(violation) = report.violation {
+            self.summary
+                .ended_by_gateway(EndReason::ProtocolViolation, violation.close_code());
+        }
+        let side = if from_client {
+            CloseSide::Client
+        } else {
+            CloseSide::Platform
+        };
+        for code in &report.closes {
+            self.summary.closed(*code, side);
+        }
+        let scope = self.scope();
         let mut metrics = self.shared.metrics.borrow_mut();
         let dir = if from_client { "up" } else { "down" };
         if report.frames > 0 {
-            metrics.add(Family::Frames, dir, report.frames);
+            metrics.add(scope, Family::Frames, dir, report.frames);
         }
         metrics.add(
+            scope,
             Family::FrameBytes,
             dir,
             u64::try_from(bytes).unwrap_or(u64::MAX),
         );
         if report.tagged > 0 {
-            metrics.add(Family::Tagging, "tagged", report.tagged);
+            metrics.add(scope, Family::Tagging, "tagged", report.tagged);
         }
         if report.untagged > 0 {
-            metrics.add(Family::Tagging, "untouched", report.untagged);
+            metrics.add(scope, Family::Tagging, "untouched", report.untagged);
         }
         if report.duplicates > 0 {
-            metrics.add(Family::EventDrops, "duplicate", report.duplicates);
+            metrics.add(scope, Family::EventDrops, "duplicate", report.duplicates);
         }
         if report.injected > 0 {
-            metrics.add(Family::AuthRefresh, "injected", report.injected);
+            metrics.add(scope, Family::AuthRefresh, "injected", report.injected);
         }
         if report.misrouted > 0 {
-            metrics.add(Family::EventDrops, "misrouted", report.misrouted);
+            metrics.add(scope, Family::EventDrops, "misrouted", report.misrouted);
         }
         for code in &report.closes {
-            metrics.count(Family::Closes, close_label(from_client, *code));
+            metrics.count(scope, Family::Closes, close_label(side, *code));
         }
         if let Some(violation) = report.violation {
-            metrics.count(Family::Violations, code_label(violation.close_code()));
+            metrics.count(
+                scope,
+                Family::Violations,
+                code_label(violation.close_code()),
+            );
+            metrics.count(
+                scope,
+                Family::Closes,
+                close_label(CloseSide::Gateway, violation.close_code()),
+            );
             log::debug!(
                 "{}: protocol violation from the {}: {violation:?}",
                 self.context_id,
@@ -1525,7 +1627,12 @@ impl Context for Stream {
             self.shared
                 .metrics
                 .borrow_mut()
-                .gauge_add(SESSIONS_ACTIVE, -1);
+                .gauge_add(self.scope(), SESSIONS_ACTIVE, -1);
+            if self.summary.close.is_none() {
+                // Ended with no close frame either way: what a client sees as 1006.
+                self.count(Family::Closes, "none.code.1006");
+            }
+            self.log_session_end();
         }
         true
     }

@@ -1,10 +1,16 @@
 //! Switchboard's metrics, defined through the host so they appear in Envoy's `/stats`.
 //!
-//! Names are `switchboard.<family>` plus `.<tag>.<value>` pairs; the shipped Envoy config turns the
-//! pairs into Prometheus labels with `stats_tags`. Metric ids are cached per VM; defining is
-//! lazy so only families that occur create stats.
+//! Names are `switchboard.platform.<p>.region.<r>[.tenant.<t>].<family>` plus `.<tag>.<value>`
+//! pairs; the shipped Envoy config turns the pairs into Prometheus labels with `stats_tags`.
+//! Session metrics carry the tenant (bounded by `metrics.tenants`/`max_tenants`); gateway-wide
+//! ones (token refresh, queue depth, filter time) do not. Metric ids are cached per VM; defining
+//! is lazy so only series that occur create stats.
 
 use std::collections::HashMap;
+
+use switchboard_core::observe::{
+    CloseSide, MetricsConfig, TenantLabels, TenantSlot, NO_TENANT_SLOT,
+};
 
 use crate::host::{self, MetricKind};
 
@@ -44,56 +50,93 @@ pub enum Family {
 impl Family {
     const fn prefix(self) -> &'static str {
         match self {
-            Family::Upgrades => "switchboard.upgrades.result.",
-            Family::AuthFailures => "switchboard.auth_failures.reason.",
-            Family::AuthPath => "switchboard.auth.path.",
-            Family::Requests => "switchboard.requests.result.",
-            Family::Frames => "switchboard.frames.dir.",
-            Family::FrameBytes => "switchboard.frame_bytes.dir.",
-            Family::Tagging => "switchboard.tagging.result.",
-            Family::EventDrops => "switchboard.event_drops.reason.",
-            Family::Violations => "switchboard.violations.code.",
-            Family::Closes => "switchboard.closes.side.",
-            Family::Sessions => "switchboard.sessions.result.",
-            Family::TokenRefreshes => "switchboard.token_refreshes.result.",
-            Family::AuthRefresh => "switchboard.auth_refresh.result.",
-            Family::Backpressure => "switchboard.backpressure.result.",
+            Family::Upgrades => "upgrades.result.",
+            Family::AuthFailures => "auth_failures.reason.",
+            Family::AuthPath => "auth.path.",
+            Family::Requests => "requests.result.",
+            Family::Frames => "frames.dir.",
+            Family::FrameBytes => "frame_bytes.dir.",
+            Family::Tagging => "tagging.result.",
+            Family::EventDrops => "event_drops.reason.",
+            Family::Violations => "violations.code.",
+            Family::Closes => "closes.side.",
+            Family::Sessions => "sessions.result.",
+            Family::TokenRefreshes => "token_refreshes.result.",
+            Family::AuthRefresh => "auth_refresh.result.",
+            Family::Backpressure => "backpressure.result.",
         }
     }
 }
 
-pub const SESSIONS_ACTIVE: &str = "switchboard.sessions_active";
-pub const UPGRADE_FILTER_TIME_US: &str = "switchboard.upgrade_filter_time_us";
+/// Agent sessions open now, per tenant (moved by increments).
+pub const SESSIONS_ACTIVE: &str = "sessions_active";
+pub const UPGRADE_FILTER_TIME_US: &str = "upgrade_filter_time_us";
+/// Bytes this worker holds in paused streams (moved by increments: the gauge is the total).
+pub const HELD_BYTES: &str = "queue_held_bytes";
+/// Stream directions currently paused.
+pub const HELD_STREAMS: &str = "held_streams";
+/// `backpressure.max_queue_bytes`, so dashboards and alerts can show held bytes as a share.
+pub const QUEUE_CAPACITY: &str = "queue_capacity_bytes";
 /// Seconds until the shared platform token expires (0 when there is none); set by the refresh
 /// leader, which is one root context per process.
-/// Bytes this worker holds in paused streams (moved by increments: the gauge is the total).
-pub const HELD_BYTES: &str = "switchboard.queue_held_bytes";
-/// Stream directions currently paused.
-pub const HELD_STREAMS: &str = "switchboard.held_streams";
-/// `backpressure.max_queue_bytes`, so dashboards and alerts can show held bytes as a share.
-pub const QUEUE_CAPACITY: &str = "switchboard.queue_capacity_bytes";
-pub const PLATFORM_TOKEN_TTL: &str = "switchboard.platform_token_seconds_to_expiry";
+pub const PLATFORM_TOKEN_TTL: &str = "platform_token_seconds_to_expiry";
+
+/// Whose series a metric is: the gateway's, or one tenant's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Gateway,
+    Tenant(TenantSlot),
+}
 
 /// Per-VM metric ids.
-#[derive(Default)]
 pub struct Metrics {
-    counters: HashMap<(Family, &'static str), u32>,
-    named: HashMap<&'static str, u32>,
+    /// `switchboard.platform.<p>.region.<r>.`
+    prefix: String,
+    tenants: TenantLabels,
+    counters: HashMap<(Family, &'static str, Scope), u32>,
+    named: HashMap<(&'static str, Scope), u32>,
 }
 
 impl Metrics {
-    pub fn count(&mut self, family: Family, label: &'static str) {
-        self.add(family, label, 1);
+    pub fn new(config: &MetricsConfig) -> Self {
+        Self {
+            prefix: config.prefix(),
+            tenants: TenantLabels::new(config.tenants.clone()),
+            counters: HashMap::new(),
+            named: HashMap::new(),
+        }
     }
 
-    pub fn add(&mut self, family: Family, label: &'static str, amount: u64) {
-        let id = match self.counters.get(&(family, label)) {
+    /// The label slot of a verified tenant id (bounded: past the cap, `other`).
+    pub fn tenant_slot(&mut self, tenant_id: &str) -> TenantSlot {
+        self.tenants.slot(tenant_id)
+    }
+
+    pub fn tenant_label(&self, slot: TenantSlot) -> &str {
+        self.tenants.label(slot)
+    }
+
+    fn name(&self, scope: Scope, rest: &str) -> String {
+        match scope {
+            Scope::Gateway => format!("{}{rest}", self.prefix),
+            Scope::Tenant(slot) => {
+                format!("{}tenant.{}.{rest}", self.prefix, self.tenants.label(slot))
+            }
+        }
+    }
+
+    pub fn count(&mut self, scope: Scope, family: Family, label: &'static str) {
+        self.add(scope, family, label, 1);
+    }
+
+    pub fn add(&mut self, scope: Scope, family: Family, label: &'static str, amount: u64) {
+        let id = match self.counters.get(&(family, label, scope)) {
             Some(id) => *id,
             None => {
-                let name = format!("{}{}", family.prefix(), label);
+                let name = self.name(scope, &format!("{}{}", family.prefix(), label));
                 match host::define_metric(MetricKind::Counter, &name) {
                     Ok(id) => {
-                        self.counters.insert((family, label), id);
+                        self.counters.insert((family, label, scope), id);
                         id
                     }
                     Err(err) => {
@@ -106,25 +149,26 @@ impl Metrics {
         let _ = host::increment_metric(id, i64::try_from(amount).unwrap_or(i64::MAX));
     }
 
-    fn named_id(&mut self, kind: MetricKind, name: &'static str) -> Option<u32> {
-        if let Some(id) = self.named.get(name) {
+    fn named_id(&mut self, kind: MetricKind, scope: Scope, name: &'static str) -> Option<u32> {
+        if let Some(id) = self.named.get(&(name, scope)) {
             return Some(*id);
         }
-        match host::define_metric(kind, name) {
+        let full = self.name(scope, name);
+        match host::define_metric(kind, &full) {
             Ok(id) => {
-                self.named.insert(name, id);
+                self.named.insert((name, scope), id);
                 Some(id)
             }
             Err(err) => {
-                log::warn!("metrics: cannot define {name}: {err}");
+                log::warn!("metrics: cannot define {full}: {err}");
                 None
             }
         }
     }
 
     /// Moves a gauge that every worker contributes to: increments, never a last-writer-wins set.
-    pub fn gauge_add(&mut self, name: &'static str, delta: i64) {
-        if let Some(id) = self.named_id(MetricKind::Gauge, name) {
+    pub fn gauge_add(&mut self, scope: Scope, name: &'static str, delta: i64) {
+        if let Some(id) = self.named_id(MetricKind::Gauge, scope, name) {
             let _ = host::increment_metric(id, delta);
         }
     }
@@ -132,6 +176,7 @@ impl Metrics {
     /// Defines the series dashboards and alert rules read, at zero, so `rate()` has them from
     /// the start instead of from the first event of each kind.
     pub fn predefine(&mut self) {
+        let scope = Scope::Tenant(NO_TENANT_SLOT);
         for (family, label) in [
             (Family::Frames, "up"),
             (Family::Frames, "down"),
@@ -141,20 +186,20 @@ impl Metrics {
             (Family::EventDrops, "misrouted"),
             (Family::Upgrades, "accepted"),
         ] {
-            self.add(family, label, 0);
+            self.add(scope, family, label, 0);
         }
-        self.gauge_add(SESSIONS_ACTIVE, 0);
+        self.gauge_add(scope, SESSIONS_ACTIVE, 0);
     }
 
-    /// Sets a gauge only one writer owns at a time (the refresh leader).
+    /// Sets a gateway gauge only one writer owns at a time (the refresh leader).
     pub fn gauge_set(&mut self, name: &'static str, value: u64) {
-        if let Some(id) = self.named_id(MetricKind::Gauge, name) {
+        if let Some(id) = self.named_id(MetricKind::Gauge, Scope::Gateway, name) {
             let _ = host::record_metric(id, value);
         }
     }
 
     pub fn histogram(&mut self, name: &'static str, value: u64) {
-        if let Some(id) = self.named_id(MetricKind::Histogram, name) {
+        if let Some(id) = self.named_id(MetricKind::Histogram, Scope::Gateway, name) {
             let _ = host::record_metric(id, value);
         }
     }
@@ -182,7 +227,7 @@ pub fn code_label(code: u16) -> &'static str {
 }
 
 /// `<side>.code.<code>` for the closes family.
-pub fn close_label(from_client: bool, code: u16) -> &'static str {
+pub fn close_label(side: CloseSide, code: u16) -> &'static str {
     macro_rules! by_code {
         ($side:literal) => {
             match code {
@@ -201,9 +246,9 @@ pub fn close_label(from_client: bool, code: u16) -> &'static str {
             }
         };
     }
-    if from_client {
-        by_code!("client")
-    } else {
-        by_code!("platform")
+    match side {
+        CloseSide::Client => by_code!("client"),
+        CloseSide::Platform => by_code!("platform"),
+        CloseSide::Gateway => by_code!("gateway"),
     }
 }

@@ -182,11 +182,12 @@ async fn a_drop_and_reconnect_loses_no_event_and_repeats_none() {
         record["path"].as_str().unwrap().contains("since="),
         "{record}"
     );
-    assert!(
+    // The platform replays the three events before the cursor; exactly those are dropped.
+    assert_eq!(
         envoy
             .stat("wasmcustom.switchboard.event_drops.reason.duplicate")
-            .await
-            >= 1
+            .await,
+        3
     );
 }
 
@@ -227,10 +228,11 @@ async fn nice_profile_resumes_by_cursor_exactly_once() {
         record["path"].as_str().unwrap().contains("cursor=8"),
         "{record}"
     );
-    assert!(
+    // The platform replays the three events before the cursor; exactly those are dropped.
+    assert_eq!(
         envoy
             .stat("wasmcustom.switchboard.event_drops.reason.duplicate")
-            .await
-            >= 1
+            .await,
+        3
     );
 }

@@ -187,18 +187,24 @@ pub fn gateway_yaml(spec: &GatewaySpec<'_>, wasm: &Path) -> String {
 stats_flush_interval: 1s
 stats_config:
   stats_tags:
+    - tag_name: platform
+      regex: '^wasmcustom\.switchboard\.(platform\.([a-z0-9_]+)\.)region\.'
+    - tag_name: region
+      regex: '^wasmcustom\.switchboard\.platform\.[a-z0-9_]+\.(region\.([a-z0-9_]+)\.)'
+    - tag_name: tenant
+      regex: '^wasmcustom\.switchboard\.platform\.[a-z0-9_]+\.region\.[a-z0-9_]+\.(tenant\.([a-z0-9_]+)\.)'
     - tag_name: result
-      regex: '^wasmcustom\.switchboard\.[a-z_]+(\.result\.([a-z0-9_]+))$'
+      regex: '^wasmcustom\.switchboard\.platform\.[a-z0-9_]+\.region\.[a-z0-9_]+(?:\.tenant\.[a-z0-9_]+)?\.[a-z_]+(\.result\.([a-z0-9_]+))$'
     - tag_name: reason
-      regex: '^wasmcustom\.switchboard\.[a-z_]+(\.reason\.([a-z0-9_]+))$'
+      regex: '^wasmcustom\.switchboard\.platform\.[a-z0-9_]+\.region\.[a-z0-9_]+(?:\.tenant\.[a-z0-9_]+)?\.[a-z_]+(\.reason\.([a-z0-9_]+))$'
     - tag_name: auth_path
-      regex: '^wasmcustom\.switchboard\.[a-z_]+(\.path\.([a-z0-9_]+))$'
+      regex: '^wasmcustom\.switchboard\.platform\.[a-z0-9_]+\.region\.[a-z0-9_]+(?:\.tenant\.[a-z0-9_]+)?\.[a-z_]+(\.path\.([a-z0-9_]+))$'
     - tag_name: dir
-      regex: '^wasmcustom\.switchboard\.[a-z_]+(\.dir\.([a-z]+))$'
+      regex: '^wasmcustom\.switchboard\.platform\.[a-z0-9_]+\.region\.[a-z0-9_]+(?:\.tenant\.[a-z0-9_]+)?\.[a-z_]+(\.dir\.([a-z]+))$'
     - tag_name: code
-      regex: '^wasmcustom\.switchboard\.[a-z_]+(?:\.side\.[a-z]+)?(\.code\.([a-z0-9]+))$'
+      regex: '^wasmcustom\.switchboard\.platform\.[a-z0-9_]+\.region\.[a-z0-9_]+(?:\.tenant\.[a-z0-9_]+)?\.[a-z_]+(?:\.side\.[a-z]+)?(\.code\.([a-z0-9]+))$'
     - tag_name: side
-      regex: '^wasmcustom\.switchboard\.[a-z_]+(\.side\.([a-z]+))(?:\.code\.[a-z0-9]+)?$'
+      regex: '^wasmcustom\.switchboard\.platform\.[a-z0-9_]+\.region\.[a-z0-9_]+(?:\.tenant\.[a-z0-9_]+)?\.[a-z_]+(\.side\.([a-z]+))(?:\.code\.[a-z0-9]+)?$'
 static_resources:
   listeners:
     - name: gateway
@@ -341,7 +347,14 @@ impl Envoy {
         self.log.lock().unwrap().clone()
     }
 
+    /// `/stats` with Switchboard's label segments (platform, region, tenant) folded away and
+    /// the series of one name summed, so tests can read `wasmcustom.switchboard.<family>...`.
     pub async fn stats(&self) -> String {
+        fold_scopes(&self.raw_stats().await)
+    }
+
+    /// `/stats` as Envoy prints it.
+    pub async fn raw_stats(&self) -> String {
         http_get(&format!("http://127.0.0.1:{}/stats", self.admin_port)).await
     }
 
@@ -417,8 +430,53 @@ pub fn gateway(platform: &Platform, extra: serde_json::Value) -> Envoy {
     })
 }
 
+/// Removes `platform.<p>.region.<r>.` and `tenant.<t>.` after `wasmcustom.switchboard.`,
+/// summing counters and gauges that end up with one name (histogram lines are kept as they are).
+pub fn fold_scopes(stats: &str) -> String {
+    const PREFIX: &str = "wasmcustom.switchboard.";
+    let mut order: Vec<String> = Vec::new();
+    let mut sums: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    let mut other: Vec<String> = Vec::new();
+    for line in stats.lines() {
+        let Some((key, value)) = line.split_once(": ") else {
+            other.push(line.to_string());
+            continue;
+        };
+        let Some(rest) = key.strip_prefix(PREFIX) else {
+            other.push(line.to_string());
+            continue;
+        };
+        let mut parts: Vec<&str> = rest.split('.').collect();
+        for tag in ["platform", "region", "tenant"] {
+            if parts.len() > 2 && parts[0] == tag {
+                parts.drain(..2);
+            }
+        }
+        let folded = format!("{PREFIX}{}", parts.join("."));
+        match value.trim().parse::<i64>() {
+            Ok(n) => {
+                if !sums.contains_key(&folded) {
+                    order.push(folded.clone());
+                }
+                *sums.entry(folded).or_insert(0) += n;
+            }
+            Err(_) => other.push(format!("{folded}: {value}")),
+        }
+    }
+    let mut out: Vec<String> = order
+        .into_iter()
+        .map(|k| {
+            let v = sums[&k];
+            format!("{k}: {v}")
+        })
+        .collect();
+    out.extend(other);
+    out.join("\n")
+}
+
+/// A counter or gauge by its folded name (see [`fold_scopes`]); 0 when absent.
 pub fn stat_value(stats: &str, name: &str) -> i64 {
-    stats
+    fold_scopes(stats)
         .lines()
         .find_map(|line| {
             let (key, value) = line.split_once(": ")?;

@@ -50,6 +50,12 @@ pub struct RawConfig {
     pub idle_timeout: Option<ConfigDuration>,
     #[serde(default)]
     pub drain: Option<crate::flow_config::RawDrain>,
+    /// Metric labels: the gateway's region and which tenants get a label of their own.
+    #[serde(default)]
+    pub metrics: Option<crate::observe::RawMetrics>,
+    /// The one line written when a session ends.
+    #[serde(default)]
+    pub session_log: Option<crate::observe::RawSessionLog>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -328,6 +334,9 @@ pub struct Config {
     pub idle_timeout_ms: Option<u64>,
     /// The operator's drain switch; `None` when disabled.
     pub drain: Option<crate::flow_config::DrainConfig>,
+    pub metrics: crate::observe::MetricsConfig,
+    /// `None` when the session log is off.
+    pub session_log: Option<crate::observe::SessionLogConfig>,
 }
 
 impl Config {
@@ -548,6 +557,8 @@ impl TryFrom<RawConfig> for Config {
         let backpressure = crate::flow_config::backpressure_config(raw.backpressure, &mut errors);
         let admission = crate::flow_config::admission_config(raw.admission, &mut errors);
         let drain = crate::flow_config::drain_config(raw.drain, &mut errors);
+        let metrics = crate::observe::metrics_config(raw.metrics, profile.as_str(), &mut errors);
+        let session_log = crate::observe::session_log_config(raw.session_log);
         let idle_timeout_ms = match raw.idle_timeout.map(|d| d.as_millis()) {
             None => Some(900_000),
             Some(0) => None,
@@ -582,6 +593,8 @@ impl TryFrom<RawConfig> for Config {
                 admission,
                 idle_timeout_ms,
                 drain,
+                metrics,
+                session_log,
             }),
             _ => Err(errors),
         }

@@ -11,6 +11,7 @@ pub mod events;
 pub mod flow_config;
 pub mod header_map;
 pub mod identity;
+pub mod observe;
 pub mod origin;
 pub mod profile;
 pub mod resume;

@@ -204,7 +204,33 @@ pub fn effective_lines(config: &Config) -> Vec<String> {
     ];
     lines.extend(token_lines(config.token.as_ref()));
     lines.extend(flow_lines(config));
+    lines.extend(observe_lines(config));
     lines
+}
+
+/// Metric labels and the session log.
+fn observe_lines(config: &Config) -> Vec<String> {
+    use switchboard_core::observe::TenantPolicy;
+    vec![
+        format!("metrics.platform: {}", config.metrics.platform),
+        format!("metrics.region: {}", config.metrics.region),
+        format!(
+            "metrics.tenants: {}",
+            match &config.metrics.tenants {
+                TenantPolicy::Off => "off (every session is `other`)".to_owned(),
+                TenantPolicy::Listed(list) => format!("{} (others are `other`)", list.join(",")),
+                TenantPolicy::FirstSeen(n) => format!("the first {n} per worker (then `other`)"),
+            }
+        ),
+        format!(
+            "session_log: {}",
+            match &config.session_log {
+                None => "off",
+                Some(log) if log.salt.is_some() => "on (agent ids hashed with a salt <redacted>)",
+                Some(_) => "on (agent ids hashed, unsalted)",
+            }
+        ),
+    ]
 }
 
 fn rate_text(rate: &switchboard_core::budget::Rate) -> String {
@@ -432,6 +458,18 @@ pub fn envoy_warnings(document: &Value, config: &Config) -> Vec<String> {
                 ));
             }
         }
+    }
+    let mut tags = Vec::new();
+    values_of(document, "tag_name", &mut tags);
+    let missing: Vec<&str> = ["platform", "region", "tenant", "result"]
+        .into_iter()
+        .filter(|tag| !tags.iter().any(|t| t.as_str() == Some(*tag)))
+        .collect();
+    if !missing.is_empty() {
+        warnings.push(format!(
+            "stats_config.stats_tags has no {} tag: Prometheus sees Switchboard's labels as part of metric names (copy the stats_tags of envoy/switchboard.yaml)",
+            missing.join(", ")
+        ));
     }
     if let Some(token) = &config.token {
         let mut names = Vec::new();

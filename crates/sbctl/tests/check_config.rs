@@ -59,6 +59,7 @@ fn envoy_yaml(filters: &[(&str, String)]) -> String {
     yaml
 }
 
+const TAGS_WARNING: &str = "warning: stats_config.stats_tags has no platform, region, tenant, result tag: Prometheus sees Switchboard's labels as part of metric names (copy the stats_tags of envoy/switchboard.yaml)";
 const IDLE_WARNING: &str = "warning: stream_idle_timeout (300s) is not above idle_timeout (900s): Envoy resets silent sessions before the filter closes them with 1001";
 const OK_GENERIC: &str = "ok: profile=generic early_data=reject_upgrades origin=any keys=1 token_sources=authorization,subprotocol,query routing_header=x-agent-routing-key cache_slots=16384 platform_token=off";
 
@@ -117,7 +118,8 @@ fn yaml_filters_are_named_in_errors() {
         vec![
             format!("switchboard: {RS257}"),
             OK_GENERIC.to_owned(),
-            IDLE_WARNING.to_owned()
+            IDLE_WARNING.to_owned(),
+            TAGS_WARNING.to_owned()
         ]
     );
 
@@ -129,7 +131,14 @@ fn yaml_filters_are_named_in_errors() {
     // 900 s idle close: each filter gets the warning.
     assert_eq!(
         stdout_lines(&output),
-        vec![OK_GENERIC, IDLE_WARNING, OK_GENERIC, IDLE_WARNING]
+        vec![
+            OK_GENERIC,
+            IDLE_WARNING,
+            TAGS_WARNING,
+            OK_GENERIC,
+            IDLE_WARNING,
+            TAGS_WARNING
+        ]
     );
 }
 
