@@ -441,6 +441,7 @@ impl RootContext for Root {
             context_id,
             shared,
             upgrade_requested: false,
+            upgrade_attempt: false,
             upgraded: false,
             subprotocols: SubprotocolPlan::default(),
             identity: None,
@@ -477,6 +478,8 @@ struct Stream {
     context_id: u32,
     shared: Rc<Shared>,
     upgrade_requested: bool,
+    /// The request asked for a WebSocket upgrade (admitted or not): its filter time is recorded.
+    upgrade_attempt: bool,
     upgraded: bool,
     subprotocols: SubprotocolPlan,
     identity: Option<upgrade::SessionIdentity>,
@@ -932,6 +935,7 @@ impl Stream {
             Err(err) => return self.fail_closed("reading request headers", err),
         };
         let request = upgrade::RequestHead { headers: &headers };
+        self.upgrade_attempt = request.is_websocket_upgrade();
         let config = &self.shared.config;
         if let Some(action) = self.drain_request(&headers) {
             return action;
@@ -1642,7 +1646,7 @@ impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let started = host::now_nanos();
         let action = self.handle_request_headers();
-        if self.upgrade_requested {
+        if self.upgrade_attempt {
             let elapsed_us = host::now_nanos().saturating_sub(started) / 1_000;
             self.shared
                 .metrics
