@@ -5,6 +5,8 @@ pub mod check;
 #[cfg(unix)]
 pub mod demo;
 pub mod keygen;
+#[cfg(unix)]
+pub mod load;
 pub mod mint;
 pub mod mock;
 pub mod render;

@@ -4,9 +4,10 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
+
 use clap::{Args, Parser, Subcommand};
 use sbctl::keygen::{self, KeyFile, KeyKinds};
 use sbctl::mint::{self, Alg, MintSpec, SigningKey};
@@ -38,6 +39,91 @@ enum Command {
     /// Run the demo stack (mock platform and Envoy with the filter) until SIGINT/SIGTERM.
     #[cfg(unix)]
     Demo(DemoArgs),
+    /// Simulate agent desktops against a gateway: steady, ramp, soak or storm; report latency,
+    /// throughput, errors and gateway figures.
+    #[cfg(unix)]
+    Bench(BenchArgs),
+}
+
+#[cfg(unix)]
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Gateway (or platform) WebSocket URL.
+    #[arg(long)]
+    url: String,
+    /// steady, ramp, soak or storm.
+    #[arg(long, default_value = "steady")]
+    mode: String,
+    /// Agents (the ramp's ceiling).
+    #[arg(long, default_value_t = 100)]
+    agents: u32,
+    /// Run time, e.g. 30s, 5m.
+    #[arg(long, default_value = "30s", value_parser = duration_arg)]
+    duration: Duration,
+    /// Upgrades per second while connecting (0: all at once).
+    #[arg(long, default_value_t = 500.0)]
+    connect_rate: f64,
+    /// Random extra delay before each connect, up to this.
+    #[arg(long, default_value = "0s", value_parser = duration_arg)]
+    jitter: Duration,
+    /// Messages per agent per second, echoed back by the platform.
+    #[arg(long, default_value_t = 1.0)]
+    msg_rate: f64,
+    /// Pad bytes per message.
+    #[arg(long, default_value_t = 256)]
+    payload: usize,
+    /// Message envelope: genesys, nice or generic.
+    #[arg(long, default_value = "genesys")]
+    envelope: String,
+    /// WebSocket ping interval (0s: none).
+    #[arg(long, default_value = "0s", value_parser = duration_arg)]
+    ping_interval: Duration,
+    /// Agent JWT signing key (PEM); every agent gets its own token.
+    #[arg(long, default_value = mint::DEFAULT_KEY_PATH)]
+    key: PathBuf,
+    /// `kid` of the agent tokens.
+    #[arg(long, default_value = "dev-ed25519")]
+    kid: String,
+    /// Tenants the agents are spread over (tenant-0, tenant-1, ...).
+    #[arg(long, default_value_t = 1)]
+    tenants: u32,
+    /// Send no agent token (the mock platform directly).
+    #[arg(long)]
+    no_token: bool,
+    /// Connection attempts per connect; refusals are retried after their Retry-After.
+    #[arg(long, default_value_t = 5)]
+    attempts: u32,
+    /// Envoy admin host:port, sampled for memory and Switchboard metrics.
+    #[arg(long)]
+    admin: Option<String>,
+    /// Cluster whose upstream connections are reported.
+    #[arg(long)]
+    upstream_cluster: Option<String>,
+    /// Ramp: agents added per step.
+    #[arg(long, default_value_t = 100)]
+    step: u32,
+    /// Ramp: time per step.
+    #[arg(long, default_value = "10s", value_parser = duration_arg)]
+    interval: Duration,
+    /// Ramp: a step whose round-trip p99 passes this (ms) ends the ramp.
+    #[arg(long, default_value_t = 15.0)]
+    max_p99: f64,
+    /// Ramp: a step whose errors per message pass this ends the ramp.
+    #[arg(long, default_value_t = 0.01)]
+    max_error_rate: f64,
+    /// Soak: gateway memory sample period.
+    #[arg(long, default_value = "10s", value_parser = duration_arg)]
+    sample_every: Duration,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write a PNG chart of round-trip percentiles per second here.
+    #[arg(long)]
+    png: Option<PathBuf>,
+}
+
+fn duration_arg(text: &str) -> Result<Duration, String> {
+    switchboard_core::duration::parse_duration(text).map(|d| Duration::from_millis(d.as_millis()))
 }
 
 #[derive(Debug, Args)]
@@ -267,6 +353,8 @@ fn main() -> ExitCode {
         Command::RenderConfig(args) => run_render(&args).map(|()| 0),
         #[cfg(unix)]
         Command::Demo(args) => run_demo(args),
+        #[cfg(unix)]
+        Command::Bench(args) => run_bench(args),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
@@ -275,6 +363,67 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(unix)]
+fn run_bench(args: BenchArgs) -> anyhow::Result<i32> {
+    use sbctl::load::{self, agent::Envelope, BenchConfig, Mode, Tokens};
+    let Some(mode) = Mode::parse(&args.mode) else {
+        bail!(
+            "--mode: {:?} is not one of steady, ramp, soak, storm",
+            args.mode
+        );
+    };
+    let Some(envelope) = Envelope::parse(&args.envelope) else {
+        bail!(
+            "--envelope: {:?} is not one of genesys, nice, generic",
+            args.envelope
+        );
+    };
+    let tokens = if args.no_token {
+        Tokens::None
+    } else {
+        let key = SigningKey::load(&args.key, None)
+            .with_context(|| format!("--key: loading {}", args.key.display()))?;
+        Tokens::Mint {
+            key: std::sync::Arc::new(key),
+            kid: (!args.kid.is_empty()).then_some(args.kid),
+            tenants: args.tenants.max(1),
+            ttl_secs: 24 * 3600,
+        }
+    };
+    let config = BenchConfig {
+        url: args.url,
+        mode,
+        agents: args.agents,
+        duration: args.duration,
+        connect_rate: args.connect_rate,
+        jitter: args.jitter,
+        msg_rate: args.msg_rate,
+        payload: args.payload,
+        envelope,
+        ping_interval: (!args.ping_interval.is_zero()).then_some(args.ping_interval),
+        tokens,
+        attempts: args.attempts,
+        admin: args.admin,
+        upstream_cluster: args.upstream_cluster,
+        step: args.step,
+        interval: args.interval,
+        max_p99_ms: args.max_p99,
+        max_error_rate: args.max_error_rate,
+        sample_every: args.sample_every,
+        json: args.json,
+        png: args.png,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let report = runtime
+        .block_on(load::run(config))
+        .map_err(anyhow::Error::msg)?;
+    print!("{}", report.table());
+    Ok(0)
 }
 
 fn run_keygen(args: &KeygenArgs) -> anyhow::Result<()> {

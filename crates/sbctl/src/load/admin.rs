@@ -1,0 +1,141 @@
+//! Gateway figures from Envoy's admin interface: memory, Switchboard's metrics, and a cluster's
+//! upstream connections. Plain HTTP/1.0 over a TCP stream, bounded in time and size.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_BODY: usize = 32 << 20;
+
+/// GET `path` from `authority` (host:port); the body when the status is 200.
+pub async fn get(authority: &str, path: &str) -> Option<String> {
+    let work = async {
+        let mut stream = TcpStream::connect(authority).await.ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut bytes = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            if bytes.len() + n > MAX_BODY {
+                return None;
+            }
+            bytes.extend_from_slice(chunk.get(..n)?);
+        }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200")
+            .then(|| body.to_owned())
+            .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_owned()))
+    };
+    tokio::time::timeout(TIMEOUT, work).await.ok().flatten()
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct GatewaySample {
+    /// Envoy's `server.memory_allocated` (bytes).
+    pub memory_allocated: Option<u64>,
+    /// Envoy's `server.memory_heap_size` (bytes).
+    pub memory_heap_size: Option<u64>,
+    /// `switchboard_sessions_active`, summed over its labels.
+    pub sessions_active: Option<f64>,
+    /// `switchboard_upgrades` by result, summed over the other labels.
+    pub upgrades: BTreeMap<String, f64>,
+    /// `cluster.<name>.upstream_cx_active` of the named cluster.
+    pub upstream_cx_active: Option<u64>,
+    /// `cluster.<name>.upstream_cx_total` of the named cluster.
+    pub upstream_cx_total: Option<u64>,
+    /// `cluster.<name>.upstream_rq_active` (streams, for HTTP/2 upstreams).
+    pub upstream_rq_active: Option<u64>,
+}
+
+/// A `name: value` line of `/stats`.
+pub fn stat(stats: &str, name: &str) -> Option<u64> {
+    stats.lines().find_map(|line| {
+        let (key, value) = line.split_once(": ")?;
+        (key == name).then(|| value.trim().parse().ok()).flatten()
+    })
+}
+
+/// Sums of Switchboard's Prometheus series: sessions active, and upgrades by result.
+pub fn switchboard_figures(prometheus: &str) -> (Option<f64>, BTreeMap<String, f64>) {
+    let mut active = None;
+    let mut upgrades = BTreeMap::new();
+    for line in prometheus.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let name = series.split('{').next().unwrap_or(series);
+        if name == "switchboard_sessions_active" {
+            *active.get_or_insert(0.0) += value;
+        } else if name == "switchboard_upgrades" {
+            let result = series
+                .split("result=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or("unknown");
+            *upgrades.entry(result.to_owned()).or_insert(0.0) += value;
+        }
+    }
+    (active, upgrades)
+}
+
+pub async fn sample(authority: &str, cluster: Option<&str>) -> GatewaySample {
+    let mut sample = GatewaySample::default();
+    if let Some(stats) = get(authority, "/stats").await {
+        sample.memory_allocated = stat(&stats, "server.memory_allocated");
+        sample.memory_heap_size = stat(&stats, "server.memory_heap_size");
+        if let Some(cluster) = cluster {
+            sample.upstream_cx_active =
+                stat(&stats, &format!("cluster.{cluster}.upstream_cx_active"));
+            sample.upstream_cx_total =
+                stat(&stats, &format!("cluster.{cluster}.upstream_cx_total"));
+            sample.upstream_rq_active =
+                stat(&stats, &format!("cluster.{cluster}.upstream_rq_active"));
+        }
+    }
+    if let Some(text) = get(authority, "/stats/prometheus").await {
+        let (active, upgrades) = switchboard_figures(&text);
+        sample.sessions_active = active;
+        sample.upgrades = upgrades;
+    }
+    sample
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_are_summed_over_labels() {
+        let text = r#"# TYPE switchboard_sessions_active gauge
+switchboard_sessions_active{platform="genesys",region="default",tenant="acme"} 3
+switchboard_sessions_active{platform="genesys",region="default",tenant="other"} 2
+switchboard_upgrades{platform="genesys",region="default",tenant="acme",result="accepted"} 5
+switchboard_upgrades{platform="genesys",region="default",tenant="none",result="auth"} 1
+switchboard_upgrades{platform="genesys",region="default",tenant="other",result="accepted"} 1
+"#;
+        let (active, upgrades) = switchboard_figures(text);
+        assert_eq!(active, Some(5.0));
+        assert_eq!(upgrades["accepted"], 6.0);
+        assert_eq!(upgrades["auth"], 1.0);
+        assert_eq!(
+            stat(
+                "server.memory_allocated: 123\nx: 1",
+                "server.memory_allocated"
+            ),
+            Some(123)
+        );
+        assert_eq!(stat("x: y", "x"), None);
+    }
+}

@@ -1,0 +1,145 @@
+//! `sbctl bench` end to end against a real `sbctl mock-platform` process: the run completes and
+//! reports (JSON, table, PNG). It asserts that the tool works, never how fast.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+const SBCTL: &str = env!("CARGO_BIN_EXE_sbctl");
+
+struct Mock {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mock(extra: &[&str]) -> Mock {
+    let mut child = Command::new(SBCTL)
+        .args(["mock-platform", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
+    Mock { child, port }
+}
+
+fn bench(args: &[&str]) -> (serde_json::Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let png = dir.path().join("chart.png");
+    let output = Command::new(SBCTL)
+        .arg("bench")
+        .args(args)
+        .args([
+            "--json",
+            json.to_str().unwrap(),
+            "--png",
+            png.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let chart = std::fs::read(&png).unwrap();
+    assert_eq!(&chart[..8], b"\x89PNG\r\n\x1a\n");
+    (report, stdout)
+}
+
+#[test]
+fn a_steady_run_reports_latency_throughput_and_clean_closes() {
+    let platform = mock(&["--event-rate", "2"]);
+    let url = format!("ws://127.0.0.1:{}/v2/realtime", platform.port);
+    let (report, table) = bench(&[
+        "--url",
+        &url,
+        "--no-token",
+        "--agents",
+        "20",
+        "--duration",
+        "3s",
+        "--msg-rate",
+        "5",
+        "--ping-interval",
+        "500ms",
+        "--envelope",
+        "nice",
+    ]);
+    assert_eq!(report["parameters"]["agents"], 20);
+    assert_eq!(report["parameters"]["envelope"], "nice");
+    assert_eq!(report["agents"]["peak_connected"], 20);
+    assert_eq!(report["handshake"]["samples"], 20);
+    assert!(
+        report["round_trip"]["samples"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    assert!(report["ping"]["samples"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["throughput"]["events_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    assert_eq!(report["abnormal_closes"], 0);
+    assert_eq!(report["closes"]["1000"], 20, "{report}");
+    assert!(!report["windows"].as_array().unwrap().is_empty());
+    assert!(table.contains("round trip"), "{table}");
+}
+
+#[test]
+fn a_storm_drops_everyone_and_reconnects_them() {
+    let platform = mock(&["--event-rate", "0"]);
+    let url = format!("ws://127.0.0.1:{}/v2/realtime", platform.port);
+    let (report, table) = bench(&[
+        "--url",
+        &url,
+        "--no-token",
+        "--mode",
+        "storm",
+        "--agents",
+        "30",
+        "--duration",
+        "4s",
+        "--connect-rate",
+        "0",
+    ]);
+    assert_eq!(report["agents"]["reconnects"], 30, "{report}");
+    assert_eq!(report["agents"]["connects"], 60, "{report}");
+    assert!(report["storm"]["at_second"].as_u64().is_some(), "{report}");
+    assert!(table.contains("storm:"), "{table}");
+}
+
+#[test]
+fn bad_arguments_name_their_flag() {
+    let output = Command::new(SBCTL)
+        .args(["bench", "--url", "http://x", "--no-token"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--url"), "{stderr}");
+    let output = Command::new(SBCTL)
+        .args(["bench", "--url", "ws://127.0.0.1:9/", "--mode", "sideways"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--mode"), "{stderr}");
+}
