@@ -18,7 +18,7 @@ YAMLS := $(wildcard envoy/*.yaml examples/*.yaml)
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: setup targets envoy wasm-bindgen build run lint fmt-check clippy test test-unit test-wasm test-clients-setup \
-	test-integration test-rules validate bench-handshake bench-features bench-codec fuzz clean
+	test-integration test-rules validate bench bench-smoke bench-handshake bench-features bench-codec fuzz clean
 
 setup: targets envoy
 
@@ -120,7 +120,19 @@ bench-features: build envoy
 bench-codec:
 	cargo bench -p switchboard-core --bench ws -- --warm-up-time 1 --measurement-time 3
 
-test: lint validate test-unit test-wasm test-integration test-rules
+# `sbctl bench` through every way of fronting the mock platform (see benches/compare.rs); nginx
+# comes from Debian. `make bench-smoke` is the same run, tiny: it proves the tool runs and reports.
+BENCH_ENV = SWITCHBOARD_ENVOY=$(abspath $(ENVOY)) SWITCHBOARD_WASM=$(abspath $(WASM)) \
+	SWITCHBOARD_SBCTL=$(abspath $(SBCTL)) SWITCHBOARD_ENVOY_LOG_LEVEL=warning
+
+bench: build envoy
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nginx-light; }
+	$(BENCH_ENV) cargo bench -p switchboard --bench compare
+
+bench-smoke: build envoy
+	$(BENCH_ENV) BENCH_SMOKE=1 cargo bench -p switchboard --bench compare
+
+test: lint validate test-unit test-wasm test-integration test-rules bench-smoke
 
 clean:
 	cargo clean

@@ -32,15 +32,6 @@ fn python() -> PathBuf {
     common::env_path("SWITCHBOARD_PYTHON", ".venv/bin/python")
 }
 
-/// A port that was free a moment ago (the page's origin must be known before Envoy starts).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `name` as found on PATH, or a file path that exists.
 fn which(name: &str) -> Option<PathBuf> {
     let candidate = Path::new(name);
@@ -209,7 +200,7 @@ fn chromium_runs_the_agent_desktop_page_through_the_origin_allow_list() {
         "{} missing; {INSTALL_HINT}",
         python.display()
     );
-    let http_port = free_port();
+    let http_port = common::free_port();
     let origin = format!("http://127.0.0.1:{http_port}");
     let platform = Platform::start("p1", &["--event-rate", "5"]);
     let envoy = gateway(
@@ -232,7 +223,7 @@ fn chromium_runs_the_agent_desktop_page_through_the_origin_allow_list() {
 
     // The same page served from an origin not on the list: the handshake is refused.
     let started = Instant::now();
-    let (code, out, err) = run_bounded(driver(free_port(), "20"), Duration::from_secs(45));
+    let (code, out, err) = run_bounded(driver(common::free_port(), "20"), Duration::from_secs(45));
     let line = out
         .lines()
         .rev()

@@ -12,6 +12,15 @@ use std::time::{Duration, Instant};
 
 pub mod tokens;
 
+/// A port free right now on 127.0.0.1 (for servers that cannot be told to pick one).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn env_path(var: &str, fallback: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     match std::env::var(var) {
@@ -274,9 +283,22 @@ impl Envoy {
 
     /// Starts Envoy; on failure returns its log and the reason (for bad-config tests).
     pub fn try_start(spec: &GatewaySpec<'_>) -> Result<Envoy, (String, String)> {
+        Self::try_start_yaml(
+            &gateway_yaml(spec, &wasm_path()),
+            spec.concurrency,
+            spec.log_level,
+        )
+    }
+
+    /// Starts Envoy on a whole bootstrap (admin and listener on port 0).
+    pub fn try_start_yaml(
+        yaml: &str,
+        concurrency: u32,
+        log_level: Option<&str>,
+    ) -> Result<Envoy, (String, String)> {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("envoy.yaml");
-        std::fs::write(&config, gateway_yaml(spec, &wasm_path())).unwrap();
+        std::fs::write(&config, yaml).unwrap();
         let admin_path = dir.path().join("admin.txt");
         let base_id =
             (std::process::id() % 20_000) * 100 + INSTANCE.fetch_add(1, Ordering::SeqCst) % 100;
@@ -286,8 +308,8 @@ impl Envoy {
             .arg("--admin-address-path")
             .arg(&admin_path)
             .args(["--base-id", &base_id.to_string()])
-            .args(["--concurrency", &spec.concurrency.to_string()])
-            .args(log_level_args(spec.log_level))
+            .args(["--concurrency", &concurrency.to_string()])
+            .args(log_level_args(log_level))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

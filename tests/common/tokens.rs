@@ -37,6 +37,11 @@ pub fn keys() -> &'static TestKeys {
     })
 }
 
+/// The EdDSA private key file (kid `ed-1` in the test configuration), for `sbctl bench --key`.
+pub fn ed_key_path() -> std::path::PathBuf {
+    keys()._dir.path().join("agent-ed25519.pem")
+}
+
 pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -11,11 +11,13 @@ use tokio::net::TcpStream;
 const TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BODY: usize = 32 << 20;
 
-/// GET `path` from `authority` (host:port); the body when the status is 200.
+/// GET `path` from `authority` (host:port); the body when the status is 200. HTTP/1.1 with
+/// `Connection: close` (Envoy's admin refuses HTTP/1.0), chunked bodies decoded.
 pub async fn get(authority: &str, path: &str) -> Option<String> {
     let work = async {
         let mut stream = TcpStream::connect(authority).await.ok()?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut bytes = Vec::new();
         let mut chunk = [0u8; 16 * 1024];
@@ -29,13 +31,41 @@ pub async fn get(authority: &str, path: &str) -> Option<String> {
             }
             bytes.extend_from_slice(chunk.get(..n)?);
         }
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.1 200")
-            .then(|| body.to_owned())
-            .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_owned()))
+        parse_response(&bytes)
     };
     tokio::time::timeout(TIMEOUT, work).await.ok().flatten()
+}
+
+/// The body of a 200 response (plain or chunked).
+fn parse_response(bytes: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status_ok = head
+        .lines()
+        .next()
+        .is_some_and(|line| line.split_whitespace().nth(1) == Some("200"));
+    if !status_ok {
+        return None;
+    }
+    let chunked = head.lines().any(|line| {
+        line.to_ascii_lowercase()
+            .replace(' ', "")
+            .starts_with("transfer-encoding:chunked")
+    });
+    if !chunked {
+        return Some(body.to_owned());
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let (size_line, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size_line.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(after.get(..size)?);
+        rest = after.get(size..)?.strip_prefix("\r\n")?;
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -137,5 +167,18 @@ switchboard_upgrades{platform="genesys",region="default",tenant="other",result="
             Some(123)
         );
         assert_eq!(stat("x: y", "x"), None);
+    }
+
+    #[test]
+    fn responses_plain_and_chunked() {
+        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        assert_eq!(parse_response(plain).as_deref(), Some("ok"));
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        assert_eq!(parse_response(chunked).as_deref(), Some("abcde"));
+        assert_eq!(
+            parse_response(b"HTTP/1.1 426 Upgrade Required\r\n\r\nno"),
+            None
+        );
+        assert_eq!(parse_response(b"garbage"), None);
     }
 }

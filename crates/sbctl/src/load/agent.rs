@@ -64,14 +64,15 @@ impl Envelope {
     }
 
     /// One client message carrying `bench_id` for echo correlation, padded to about `payload`
-    /// bytes of JSON.
-    pub fn message(self, agent: u32, id: u64, pad: &str) -> String {
+    /// bytes of JSON. Its event id is unique to the run (`run`), the agent and the message: a
+    /// gateway that drops replayed events must not take an echo for a replay of an earlier run.
+    pub fn message(self, run: u64, agent: u32, id: u64, pad: &str) -> String {
         match self {
             Envelope::Genesys => format!(
-                r#"{{"type":"v2.bench.{agent}.echo","data":{{"bench_id":{id},"pad":"{pad}"}},"metadata":{{"id":"bench-{agent}-{id}"}}}}"#
+                r#"{{"type":"v2.bench.{agent}.echo","data":{{"bench_id":{id},"pad":"{pad}"}},"metadata":{{"id":"bench-{run:x}-{agent}-{id}"}}}}"#
             ),
             Envelope::Nice => format!(
-                r#"{{"eventType":"benchEcho","payload":{{"bench_id":{id},"pad":"{pad}"}},"correlationId":"bench-{agent}-{id}"}}"#
+                r#"{{"eventType":"benchEcho","payload":{{"bench_id":{id},"pad":"{pad}"}},"correlationId":"bench-{run:x}-{agent}-{id}"}}"#
             ),
             Envelope::Generic => {
                 format!(r#"{{"kind":"bench.echo","bench_id":{id},"pad":"{pad}"}}"#)
@@ -100,6 +101,8 @@ pub fn retry_after_secs(value: Option<&str>) -> Option<u64> {
 #[derive(Debug, Clone)]
 pub struct AgentPlan {
     pub index: u32,
+    /// Random per run, part of every message's event id.
+    pub run_id: u64,
     pub url: String,
     /// `Authorization` header value, when the gateway needs an agent token.
     pub authorization: Option<String>,
@@ -220,6 +223,8 @@ pub async fn run(plan: AgentPlan, stats: Arc<Stats>, mut phase: watch::Receiver<
         _ => 0,
     };
     let mut first = true;
+    // Message ids go on across reconnects: an id is never reused within a run.
+    let mut next_id = 0u64;
     loop {
         let Some(socket) = connect_with_retry(&plan, &stats, &mut phase).await else {
             return;
@@ -229,7 +234,15 @@ pub async fn run(plan: AgentPlan, stats: Arc<Stats>, mut phase: watch::Receiver<
         }
         first = false;
         stats.counters.connected.fetch_add(1, Ordering::Relaxed);
-        let end = session(&plan, &stats, socket, &mut phase, &mut storms_seen).await;
+        let end = session(
+            &plan,
+            &stats,
+            socket,
+            &mut phase,
+            &mut storms_seen,
+            &mut next_id,
+        )
+        .await;
         stats.counters.connected.fetch_sub(1, Ordering::Relaxed);
         match end {
             SessionEnd::Stop => return,
@@ -250,8 +263,8 @@ async fn session(
     mut socket: Socket,
     phase: &mut watch::Receiver<Phase>,
     storms_seen: &mut u32,
+    next_id: &mut u64,
 ) -> SessionEnd {
-    let mut next_id = 0u64;
     let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();
     let started = tokio::time::Instant::now();
     // Messages start at a random offset within the first period so agents do not move in step.
@@ -299,14 +312,15 @@ async fn session(
                 }
             }
             _ = send_tick => {
-                next_id += 1;
-                let text = plan.envelope.message(plan.index, next_id, &plan.pad);
+                *next_id += 1;
+                let id = *next_id;
+                let text = plan.envelope.message(plan.run_id, plan.index, id, &plan.pad);
                 let len = text.len() as u64;
                 if pending.len() >= MAX_PENDING {
                     pending.pop_front();
                     stats.error("echo_lost");
                 }
-                pending.push_back((next_id, Instant::now()));
+                pending.push_back((id, Instant::now()));
                 if socket.send(Message::text(text)).await.is_err() {
                     stats.error("send_failed");
                     stats.close(1006);
@@ -421,7 +435,7 @@ mod tests {
     #[test]
     fn every_envelope_carries_a_findable_id_and_is_json() {
         for envelope in [Envelope::Genesys, Envelope::Nice, Envelope::Generic] {
-            let text = envelope.message(7, 42, "xx");
+            let text = envelope.message(0xabc, 7, 42, "xx");
             let _: serde_json::Value = serde_json::from_str(&text).unwrap();
             assert_eq!(bench_id(&text), Some(42), "{text}");
         }

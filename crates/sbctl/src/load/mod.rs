@@ -195,6 +195,7 @@ struct Run {
     spawned: u32,
     pad: Arc<str>,
     now_secs: u64,
+    run_id: u64,
 }
 
 impl Run {
@@ -204,6 +205,7 @@ impl Run {
         for index in from..to {
             let plan = AgentPlan {
                 index,
+                run_id: self.run_id,
                 url: self.config.url.clone(),
                 authorization: authorization(&self.config.tokens, index, self.now_secs)?,
                 envelope: self.config.envelope,
@@ -254,6 +256,7 @@ pub async fn run(config: BenchConfig) -> Result<Report, String> {
         agents: JoinSet::new(),
         spawned: 0,
         now_secs,
+        run_id: rand::random::<u64>(),
         config,
     };
     let config = run.config.clone();
