@@ -137,17 +137,6 @@ http {{
     None
 }
 
-/// The test bootstrap with the platform cluster speaking HTTP/2 and allowing extended CONNECT.
-fn h2_yaml(spec: &GatewaySpec<'_>) -> String {
-    let yaml = common::gateway_yaml(spec, &common::wasm_path());
-    let marker = "    - name: platform\n      type: STATIC\n";
-    yaml.replacen(
-        marker,
-        "    - name: platform\n      type: STATIC\n      typed_extension_protocol_options:\n        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n          \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n          explicit_http_config:\n            http2_protocol_options:\n              allow_connect: true\n              max_concurrent_streams: 100000\n              initial_stream_window_size: 65536\n              initial_connection_window_size: 16777216\n",
-        1,
-    )
-}
-
 struct Run {
     target: &'static str,
     scenario: &'static str,
@@ -306,12 +295,13 @@ fn main() {
 
     // Two identical mock platforms: one for the targets that carry no platform token, one that
     // requires the token Switchboard fetches and injects.
-    let open = Platform::start("open", &["--event-rate", "1", "--max-records", "100000"]);
+    // No unsolicited events: "1 msg/s each way" is the message and its echo.
+    let open = Platform::start("open", &["--event-rate", "0", "--max-records", "100000"]);
     let strict = Platform::start(
         "strict",
         &[
             "--event-rate",
-            "1",
+            "0",
             "--max-records",
             "100000",
             "--require-token",
@@ -408,7 +398,7 @@ fn main() {
         connect_rate: 1000,
     };
     let mut h2_ratio = None;
-    match Envoy::try_start_yaml(&h2_yaml(&h2_spec), 2, Some("warning")) {
+    match Envoy::try_start_yaml(&common::h2_upstream_yaml(&h2_spec), 2, Some("warning")) {
         Ok(envoy) => {
             std::thread::sleep(Duration::from_secs(2));
             let run = bench(

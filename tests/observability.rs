@@ -62,15 +62,7 @@ async fn every_metric_the_rules_and_the_dashboard_query_is_exported() {
         concurrency: 2,
         log_level: None,
     });
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while envoy
-        .stat("wasmcustom.switchboard.token_refreshes.result.ok")
-        .await
-        < 1
-    {
-        assert!(Instant::now() < deadline, "no platform token");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    envoy.wait_for_platform_token().await;
     let auth = format!("Bearer {}", token("agent-1", "acme"));
     let mut socket = connect(&envoy.ws_url("/v2/realtime"), &[("authorization", &auth)])
         .await

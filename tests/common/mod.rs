@@ -155,6 +155,19 @@ pub struct GatewaySpec<'a> {
     pub log_level: Option<&'a str>,
 }
 
+/// The test bootstrap with the platform cluster speaking HTTP/2 (prior knowledge) and allowing
+/// extended CONNECT, so upgrades travel as RFC 8441 streams.
+pub fn h2_upstream_yaml(spec: &GatewaySpec<'_>) -> String {
+    let yaml = gateway_yaml(spec, &wasm_path());
+    let marker = "    - name: platform\n      type: STATIC\n";
+    assert!(yaml.contains(marker));
+    yaml.replacen(
+        marker,
+        "    - name: platform\n      type: STATIC\n      typed_extension_protocol_options:\n        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n          \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n          explicit_http_config:\n            http2_protocol_options:\n              allow_connect: true\n              max_concurrent_streams: 100000\n              initial_stream_window_size: 1048576\n              initial_connection_window_size: 16777216\n",
+        1,
+    )
+}
+
 pub fn gateway_yaml(spec: &GatewaySpec<'_>, wasm: &Path) -> String {
     let endpoints: String = spec
         .upstream_ports
@@ -386,6 +399,19 @@ impl Envoy {
             self.admin_port
         ))
         .await
+    }
+
+    /// Waits (≤ 15 s) until the filter has fetched its first platform token.
+    pub async fn wait_for_platform_token(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self
+            .stat("wasmcustom.switchboard.token_refreshes.result.ok")
+            .await
+            < 1
+        {
+            assert!(Instant::now() < deadline, "no platform token");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// A counter or gauge from `/stats` by its full name (0 when absent).

@@ -22,7 +22,7 @@ use super::stats::Stats;
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const CLOSE_WAIT: Duration = Duration::from_secs(2);
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 /// Echoes outstanding per agent before the oldest is counted lost.
 const MAX_PENDING: usize = 1_024;
 /// Delay before a desktop reconnects after its connection was lost.

@@ -234,6 +234,10 @@ struct Settings {
 struct UpgradeCounters {
     token_missing: AtomicU64,
     token_invalid: AtomicU64,
+    /// HTTP/2 connections accepted (prior knowledge, h2c).
+    h2_connections: AtomicU64,
+    /// WebSocket sessions opened by extended CONNECT (RFC 8441) on those connections.
+    h2_sessions: AtomicU64,
 }
 
 /// What `GET /_mock/health` serves.
@@ -251,6 +255,12 @@ pub struct MockHealth {
     pub rejected_upgrades_token_missing: u64,
     /// Of those, upgrades whose token was unknown here or expired.
     pub rejected_upgrades_token_invalid: u64,
+    /// HTTP/2 connections accepted so far.
+    #[serde(default)]
+    pub h2_connections: u64,
+    /// WebSocket sessions opened over them by extended CONNECT (RFC 8441).
+    #[serde(default)]
+    pub h2_sessions: u64,
 }
 
 /// State shared by every connection of one mock platform.
@@ -444,6 +454,8 @@ impl MockPlatform {
             rejected_upgrades_no_token: missing.saturating_add(invalid),
             rejected_upgrades_token_missing: missing,
             rejected_upgrades_token_invalid: invalid,
+            h2_connections: shared.upgrades.h2_connections.load(Ordering::Relaxed),
+            h2_sessions: shared.upgrades.h2_sessions.load(Ordering::Relaxed),
         }
     }
 

@@ -1,7 +1,9 @@
-//! The network edge of the mock platform: accept loop, HTTP/1.1 routing, WebSocket sessions.
+//! The network edge of the mock platform: accept loop, HTTP/1.1 and cleartext HTTP/2 routing,
+//! WebSocket sessions.
 //!
-//! Sessions are generic over the upgraded stream, so an HTTP/2 extended CONNECT (RFC 8441)
-//! listener can later hand its streams to the same `session::run`.
+//! Sessions are generic over the upgraded stream: an HTTP/1.1 upgrade hands over the whole
+//! connection, an HTTP/2 extended CONNECT (RFC 8441) one stream of it, and both run the same
+//! `session::run`.
 
 use std::future::Future;
 use std::io;
@@ -13,11 +15,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -43,6 +45,13 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Largest body accepted by the `/_mock/*` endpoints.
 const MAX_CONTROL_BODY_BYTES: usize = 64 * 1024;
+/// The HTTP/2 connection preface's first bytes (RFC 9113 §3.4): prior-knowledge h2c.
+const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
+/// Time allowed for a new connection's first bytes (to tell HTTP/2 from HTTP/1.1).
+const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Streams one HTTP/2 connection may carry at once: a gateway multiplexes thousands of agent
+/// sessions over one connection.
+const H2_MAX_STREAMS: u32 = 100_000;
 /// Header that carries the routing key Switchboard attaches for sticky routing.
 const ROUTING_KEY_HEADER: &str = "x-agent-routing-key";
 
@@ -62,6 +71,84 @@ struct PendingSession {
 
 /// Set by the request handler when it answers 101, taken by the connection task afterwards.
 type UpgradeSlot = Arc<Mutex<Option<PendingSession>>>;
+
+/// How an accepted WebSocket reaches its session.
+#[derive(Clone)]
+enum Transport {
+    /// HTTP/1.1 upgrade: the connection task runs the session once hyper lets go.
+    Http1(UpgradeSlot),
+    /// HTTP/2 extended CONNECT: each stream runs its session in its own task.
+    Http2 {
+        shared: Arc<Shared>,
+        stop: watch::Receiver<bool>,
+    },
+}
+
+/// True when the connection starts with the HTTP/2 preface. Waits (bounded) until enough bytes
+/// arrived to tell; anything else is HTTP/1.1.
+async fn starts_with_h2_preface(stream: &TcpStream) -> bool {
+    let mut buffer = [0u8; 14];
+    let deadline = tokio::time::Instant::now() + PREFACE_TIMEOUT;
+    loop {
+        let peeked = match tokio::time::timeout_at(deadline, stream.peek(&mut buffer)).await {
+            Ok(Ok(n)) => n,
+            _ => return false,
+        };
+        let seen = buffer.get(..peeked).unwrap_or_default();
+        if peeked == 0 || !H2_PREFACE_START.starts_with(seen) {
+            return false;
+        }
+        if peeked >= H2_PREFACE_START.len() {
+            return true;
+        }
+        // A prefix of the preface so far: wait for more without spinning.
+        if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(5)))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+}
+
+/// Serves one prior-knowledge HTTP/2 connection with extended CONNECT enabled.
+async fn serve_h2(shared: Arc<Shared>, stream: TcpStream, mut stop: watch::Receiver<bool>) {
+    shared
+        .upgrades
+        .h2_connections
+        .fetch_add(1, Ordering::Relaxed);
+    let transport = Transport::Http2 {
+        shared: Arc::clone(&shared),
+        stop: stop.clone(),
+    };
+    let service = {
+        let shared = Arc::clone(&shared);
+        service_fn(move |request| route(Arc::clone(&shared), transport.clone(), request))
+    };
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        // RFC 8441 §3: SETTINGS_ENABLE_CONNECT_PROTOCOL = 1.
+        .enable_connect_protocol()
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(16 << 20);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = &mut connection => {
+            if let Err(error) = result {
+                if shared.settings.verbose {
+                    eprintln!("{}: h2 connection ended: {error}", shared.settings.name);
+                }
+            }
+        }
+        _ = stop.changed() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = timeout(SHUTDOWN_GRACE, connection).await;
+        }
+    }
+}
 
 pub(super) async fn serve(
     shared: Arc<Shared>,
@@ -119,11 +206,15 @@ async fn serve_connection(
 ) {
     // Events are small and latency matters more than packet count.
     let _ = stream.set_nodelay(true);
+    if starts_with_h2_preface(&stream).await {
+        serve_h2(shared, stream, stop).await;
+        return;
+    }
     let slot: UpgradeSlot = Arc::new(Mutex::new(None));
     let service = {
         let shared = Arc::clone(&shared);
-        let slot = Arc::clone(&slot);
-        service_fn(move |request| route(Arc::clone(&shared), Arc::clone(&slot), request))
+        let transport = Transport::Http1(Arc::clone(&slot));
+        service_fn(move |request| route(Arc::clone(&shared), transport.clone(), request))
     };
     let mut builder = http1::Builder::new();
     builder
@@ -166,7 +257,7 @@ async fn serve_connection(
 
 async fn route(
     shared: Arc<Shared>,
-    slot: UpgradeSlot,
+    transport: Transport,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, DropConnection> {
     let path = request.uri().path();
@@ -176,18 +267,32 @@ async fn route(
     if path.starts_with("/oauth/") {
         return token_endpoint(&shared, request).await;
     }
-    if upgrade::is_websocket_request(request.method(), request.headers()) {
-        return Ok(accept_websocket(&shared, &slot, request));
+    let websocket = match &transport {
+        Transport::Http1(_) => upgrade::is_websocket_request(request.method(), request.headers()),
+        Transport::Http2 { .. } => upgrade::is_extended_connect(
+            request.method(),
+            request
+                .extensions()
+                .get::<hyper::ext::Protocol>()
+                .map(hyper::ext::Protocol::as_str),
+        ),
+    };
+    if websocket {
+        return Ok(accept_websocket(&shared, &transport, request));
     }
     Ok(text(StatusCode::NOT_FOUND, "not found\n"))
 }
 
 fn accept_websocket(
     shared: &Shared,
-    slot: &UpgradeSlot,
+    transport: &Transport,
     mut request: Request<Incoming>,
 ) -> HttpResponse {
-    let accepted = match upgrade::accept(request.headers()) {
+    let handshake = match transport {
+        Transport::Http1(_) => upgrade::accept(request.headers()),
+        Transport::Http2 { .. } => upgrade::accept_extended_connect(request.headers()),
+    };
+    let accepted = match handshake {
         Ok(accepted) => accepted,
         Err(UpgradeError::UnsupportedVersion) => {
             // RFC 6455 §4.2.2: answer an unsupported version with 426 and the versions we speak.
@@ -289,28 +394,59 @@ fn accept_websocket(
             options.resume.is_some(),
         );
     }
-    *lock(slot) = Some(PendingSession {
-        on_upgrade: hyper::upgrade::on(&mut request),
-        plan: SessionPlan {
-            live,
-            envelope,
-            agent: agent.unwrap_or_else(|| envelope::UNKNOWN_AGENT.to_owned()),
-            routing_key,
-            resume: options.resume,
-            fault: options.fault,
-            fault_after: options.fault_after,
-            deflate,
-        },
-    });
-
+    let plan = SessionPlan {
+        live,
+        envelope,
+        agent: agent.unwrap_or_else(|| envelope::UNKNOWN_AGENT.to_owned()),
+        routing_key,
+        resume: options.resume,
+        fault: options.fault,
+        fault_after: options.fault_after,
+        deflate,
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
     let mut response = Response::new(Full::new(Bytes::new()));
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let response_headers = response.headers_mut();
-    response_headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    response_headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(accept_key) = HeaderValue::from_str(&accepted.accept_key) {
-        response_headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept_key);
+    match transport {
+        Transport::Http1(slot) => {
+            *lock(slot) = Some(PendingSession { on_upgrade, plan });
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let response_headers = response.headers_mut();
+            response_headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            response_headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            if let Ok(accept_key) = HeaderValue::from_str(&accepted.accept_key) {
+                response_headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept_key);
+            }
+        }
+        Transport::Http2 { shared, stop } => {
+            // RFC 8441 §5: a 2xx answer opens the stream as the WebSocket; the session runs
+            // in its own task once hyper hands the stream over.
+            shared.upgrades.h2_sessions.fetch_add(1, Ordering::Relaxed);
+            let (shared, stop) = (Arc::clone(shared), stop.clone());
+            tokio::spawn(async move {
+                let live = Arc::clone(&plan.live);
+                match on_upgrade.await {
+                    Ok(upgraded) => {
+                        session::run(&shared, TokioIo::new(upgraded), plan, stop).await;
+                    }
+                    Err(error) => {
+                        if shared.settings.verbose {
+                            eprintln!("session {}: extended CONNECT failed: {error}", live.session);
+                        }
+                    }
+                }
+                live.mark_closed();
+            });
+            *response.status_mut() = StatusCode::OK;
+            if !accepted.accept_key.is_empty() {
+                if let Ok(accept_key) = HeaderValue::from_str(&accepted.accept_key) {
+                    response
+                        .headers_mut()
+                        .insert(header::SEC_WEBSOCKET_ACCEPT, accept_key);
+                }
+            }
+        }
     }
+    let response_headers = response.headers_mut();
     if let Some(protocol) = accepted.subprotocol {
         response_headers.insert(
             header::SEC_WEBSOCKET_PROTOCOL,

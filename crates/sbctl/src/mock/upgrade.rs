@@ -59,6 +59,35 @@ pub fn is_websocket_request(method: &Method, headers: &HeaderMap) -> bool {
     method == Method::GET && has_token(headers, &UPGRADE, "websocket")
 }
 
+/// RFC 8441 §4: an HTTP/2 extended CONNECT whose `:protocol` is `websocket`.
+pub fn is_extended_connect(method: &Method, protocol: Option<&str>) -> bool {
+    method == Method::CONNECT && protocol == Some("websocket")
+}
+
+/// Validates an extended CONNECT bootstrap (RFC 8441 §5): no key and no accept, but the
+/// version and subprotocol rules of RFC 6455 still apply.
+pub fn accept_extended_connect(headers: &HeaderMap) -> Result<Accepted, UpgradeError> {
+    // RFC 8441 §5 keeps RFC 6455 §4.2.1 (6): Sec-WebSocket-Version MUST be 13.
+    let version = headers
+        .get(SEC_WEBSOCKET_VERSION)
+        .and_then(|value| value.to_str().ok());
+    if version.map(str::trim) != Some(WEBSOCKET_VERSION) {
+        return Err(UpgradeError::UnsupportedVersion);
+    }
+    // A proxy that turned an HTTP/1.1 upgrade into this CONNECT (Envoy does) forwards the
+    // client's key and passes our answer back as its 101: the HTTP/1.1 client needs the accept.
+    let accept_key = headers
+        .get(SEC_WEBSOCKET_KEY)
+        .map(|key| key.as_bytes().trim_ascii())
+        .filter(|key| STANDARD.decode(key).is_ok_and(|nonce| nonce.len() == 16))
+        .map(derive_accept_key)
+        .unwrap_or_default();
+    Ok(Accepted {
+        accept_key,
+        subprotocol: select_subprotocol(headers),
+    })
+}
+
 /// Validates the handshake and computes the response values.
 pub fn accept(headers: &HeaderMap) -> Result<Accepted, UpgradeError> {
     // RFC 6455 §4.2.1 (4): the Connection header MUST include the "Upgrade" token.
@@ -165,6 +194,25 @@ mod tests {
         // RFC 6455 §1.3 gives this exact Sec-WebSocket-Accept for the sample nonce.
         assert_eq!(accepted.accept_key, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(accepted.subprotocol, None);
+    }
+
+    #[test]
+    fn extended_connect_needs_version_13_and_answers_a_forwarded_key() {
+        assert!(is_extended_connect(&Method::CONNECT, Some("websocket")));
+        assert!(!is_extended_connect(&Method::CONNECT, None));
+        assert!(!is_extended_connect(&Method::GET, Some("websocket")));
+        // Envoy forwards the HTTP/1.1 client's key: the answer is the RFC 6455 accept.
+        let accepted = accept_extended_connect(&handshake(&[])).unwrap();
+        assert_eq!(accepted.accept_key, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        // A native RFC 8441 client sends no key, and gets no accept.
+        let mut headers = handshake(&[]);
+        headers.remove(SEC_WEBSOCKET_KEY);
+        assert_eq!(accept_extended_connect(&headers).unwrap().accept_key, "");
+        headers.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
+        assert_eq!(
+            accept_extended_connect(&headers),
+            Err(UpgradeError::UnsupportedVersion)
+        );
     }
 
     #[test]
