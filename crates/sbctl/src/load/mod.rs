@@ -301,6 +301,10 @@ pub async fn run(config: BenchConfig) -> Result<Report, String> {
             break;
         }
         let window = run.stats.take_window(second, &mut sent_before);
+        // Steady state: everyone spawned so far is connected (a ramp step or a storm's
+        // reconnect wave ends it until they are back).
+        run.stats
+            .set_all_connected(window.agents_connected >= u64::from(run.spawned));
         if progress {
             eprint!(
                 "\r{:>5}s/{total_secs}s  agents {:>6}/{:<6}  sent/s {:>7}  p99 {:>8.2} ms  errors {:>6}   ",
@@ -354,6 +358,7 @@ pub async fn run(config: BenchConfig) -> Result<Report, String> {
             if second == half.max(1) && storm_at.is_none() {
                 gateway_loaded = sample(admin.clone(), cluster.clone()).await;
                 storm_at = Some(second);
+                run.stats.set_all_connected(false);
                 let _ = run.phase.send(Phase::Storm(1));
             }
             if let (Some(at), None) = (storm_at, storm_recovered_s) {

@@ -79,6 +79,8 @@ pub struct Report {
     pub agents: Agents,
     pub handshake: Percentiles,
     pub round_trip: Percentiles,
+    /// Round trips while every agent was connected: the steady state, without connect waves.
+    pub round_trip_steady: Percentiles,
     pub ping: Percentiles,
     pub throughput: Throughput,
     pub errors: BTreeMap<String, u64>,
@@ -162,6 +164,7 @@ impl Report {
             },
             handshake: stats.handshake_percentiles(),
             round_trip: stats.round_trip_percentiles(),
+            round_trip_steady: stats.steady_percentiles(),
             ping: stats.ping_percentiles(),
             throughput: Throughput {
                 sent_per_s: per_s(c.sent.load(Ordering::Relaxed)),
@@ -205,6 +208,7 @@ impl Report {
         for (name, q) in [
             ("handshake", &self.handshake),
             ("round trip", &self.round_trip),
+            ("  all connected", &self.round_trip_steady),
             ("ping", &self.ping),
         ] {
             let _ = writeln!(

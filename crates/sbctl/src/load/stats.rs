@@ -2,7 +2,7 @@
 //! run and per second), counters, and errors by kind and close code.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
@@ -77,6 +77,9 @@ pub struct Stats {
     pub counters: Counters,
     handshake: Mutex<Histogram<u64>>,
     round_trip: Mutex<Histogram<u64>>,
+    /// Round trips while every agent was connected (no connect or reconnect wave under way).
+    steady: Mutex<Histogram<u64>>,
+    all_connected: AtomicBool,
     window: Mutex<Histogram<u64>>,
     window_errors: AtomicU64,
     ping: Mutex<Histogram<u64>>,
@@ -90,6 +93,8 @@ impl Default for Stats {
             counters: Counters::default(),
             handshake: Mutex::new(histogram()),
             round_trip: Mutex::new(histogram()),
+            steady: Mutex::new(histogram()),
+            all_connected: AtomicBool::new(false),
             window: Mutex::new(histogram()),
             window_errors: AtomicU64::new(0),
             ping: Mutex::new(histogram()),
@@ -113,6 +118,14 @@ impl Stats {
     pub fn round_trip(&self, us: u64) {
         record(&self.round_trip, us);
         record(&self.window, us);
+        if self.all_connected.load(Ordering::Relaxed) {
+            record(&self.steady, us);
+        }
+    }
+
+    /// Whether every agent is connected now; round trips then also count as steady state.
+    pub fn set_all_connected(&self, all: bool) {
+        self.all_connected.store(all, Ordering::Relaxed);
     }
 
     pub fn ping(&self, us: u64) {
@@ -176,6 +189,13 @@ impl Stats {
             .unwrap_or_default()
     }
 
+    pub fn steady_percentiles(&self) -> Percentiles {
+        self.steady
+            .lock()
+            .map(|h| percentiles(&h))
+            .unwrap_or_default()
+    }
+
     pub fn ping_percentiles(&self) -> Percentiles {
         self.ping
             .lock()
@@ -214,6 +234,11 @@ mod tests {
         // The window starts over; the whole-run histogram does not.
         assert_eq!(stats.take_window(1, &mut sent).round_trip.samples, 0);
         assert_eq!(stats.round_trip_percentiles().samples, 1000);
+        // Only round trips while everyone is connected count as steady state.
+        assert_eq!(stats.steady_percentiles().samples, 0);
+        stats.set_all_connected(true);
+        stats.round_trip(2_000);
+        assert_eq!(stats.steady_percentiles().samples, 1);
     }
 
     #[test]
