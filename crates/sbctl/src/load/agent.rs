@@ -227,6 +227,9 @@ pub async fn run(plan: AgentPlan, stats: Arc<Stats>, mut phase: watch::Receiver<
     let mut next_id = 0u64;
     loop {
         let Some(socket) = connect_with_retry(&plan, &stats, &mut phase).await else {
+            if *phase.borrow() != Phase::Stop {
+                stats.counters.gave_up.fetch_add(1, Ordering::Relaxed);
+            }
             return;
         };
         if !first {

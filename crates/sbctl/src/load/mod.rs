@@ -301,10 +301,11 @@ pub async fn run(config: BenchConfig) -> Result<Report, String> {
             break;
         }
         let window = run.stats.take_window(second, &mut sent_before);
-        // Steady state: everyone spawned so far is connected (a ramp step or a storm's
-        // reconnect wave ends it until they are back).
+        // Steady state: everyone spawned so far is connected or has given up (a ramp step or a
+        // storm's reconnect wave ends it until they are back).
+        let settled = window.agents_connected + run.stats.counters.gave_up.load(Ordering::Relaxed);
         run.stats
-            .set_all_connected(window.agents_connected >= u64::from(run.spawned));
+            .set_all_connected(settled >= u64::from(run.spawned));
         if progress {
             eprint!(
                 "\r{:>5}s/{total_secs}s  agents {:>6}/{:<6}  sent/s {:>7}  p99 {:>8.2} ms  errors {:>6}   ",

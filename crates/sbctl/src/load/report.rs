@@ -51,6 +51,8 @@ pub struct Agents {
     pub peak_connected: u64,
     pub connects: u64,
     pub reconnects: u64,
+    /// Agents that used up their connection attempts.
+    pub gave_up: u64,
     /// Reconnects per second over the run.
     pub churn_per_s: f64,
     pub retried_after: u64,
@@ -159,6 +161,7 @@ impl Report {
                     .unwrap_or(0),
                 connects: c.connects.load(Ordering::Relaxed),
                 reconnects,
+                gave_up: c.gave_up.load(Ordering::Relaxed),
                 churn_per_s: per_s(reconnects),
                 retried_after: c.retries_after.load(Ordering::Relaxed),
             },
@@ -226,8 +229,8 @@ impl Report {
         let a = &self.agents;
         let _ = writeln!(
             out,
-            "agents: peak {} connected of {}, {} connects, {} reconnects ({:.2}/s), {} retries after Retry-After",
-            a.peak_connected, a.target, a.connects, a.reconnects, a.churn_per_s, a.retried_after
+            "agents: peak {} connected of {}, {} gave up, {} connects, {} reconnects ({:.2}/s), {} retries after Retry-After",
+            a.peak_connected, a.target, a.gave_up, a.connects, a.reconnects, a.churn_per_s, a.retried_after
         );
         let join = |map: &BTreeMap<String, u64>| {
             if map.is_empty() {

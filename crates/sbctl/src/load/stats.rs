@@ -59,6 +59,8 @@ pub struct Window {
 #[derive(Default)]
 pub struct Counters {
     pub connected: AtomicU64,
+    /// Agents that used up their connection attempts and stopped trying.
+    pub gave_up: AtomicU64,
     pub connects: AtomicU64,
     pub reconnects: AtomicU64,
     pub sent: AtomicU64,
