@@ -143,3 +143,75 @@ fn bad_arguments_name_their_flag() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--mode"), "{stderr}");
 }
+
+#[test]
+fn a_ramp_adds_steps_until_the_ceiling_and_reports_the_knee() {
+    let platform = mock(&["--event-rate", "0"]);
+    let url = format!("ws://127.0.0.1:{}/v2/realtime", platform.port);
+    let (report, table) = bench(&[
+        "--url",
+        &url,
+        "--no-token",
+        "--mode",
+        "ramp",
+        "--agents",
+        "15",
+        "--step",
+        "5",
+        "--interval",
+        "1s",
+        "--duration",
+        "10s",
+        "--msg-rate",
+        "5",
+        // A loopback echo is far below this; the ramp ends at the ceiling, not a threshold.
+        "--max-p99",
+        "1000",
+    ]);
+    let steps = report["ramp_steps"].as_array().unwrap();
+    assert_eq!(
+        steps
+            .iter()
+            .map(|s| s["agents"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [5, 10, 15],
+        "{report}"
+    );
+    assert!(steps.iter().all(|s| s["ok"] == true), "{report}");
+    assert_eq!(report["ramp_knee_agents"], 15);
+    assert!(table.contains("ramp knee: 15 agents"), "{table}");
+}
+
+#[test]
+fn a_ramp_stops_at_the_first_step_over_the_threshold() {
+    let platform = mock(&["--event-rate", "0"]);
+    let url = format!("ws://127.0.0.1:{}/v2/realtime", platform.port);
+    // No round trip is under 1 µs: the first step is over the threshold and there is no knee.
+    let (report, _) = bench(&[
+        "--url",
+        &url,
+        "--no-token",
+        "--mode",
+        "ramp",
+        "--agents",
+        "50",
+        "--step",
+        "5",
+        "--interval",
+        "1s",
+        "--duration",
+        "10s",
+        "--msg-rate",
+        "20",
+        "--max-p99",
+        "0.001",
+    ]);
+    assert_eq!(
+        report["ramp_steps"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    assert_eq!(report["ramp_steps"][0]["ok"], false);
+    assert_eq!(report["ramp_knee_agents"], serde_json::Value::Null);
+    assert_eq!(report["agents"]["spawned"], 5);
+}
