@@ -816,13 +816,19 @@ mod tests {
             }
         });
         let warnings = envoy_warnings(&document, &config);
-        assert_eq!(warnings.len(), 3, "{warnings:#?}");
+        assert_eq!(warnings.len(), 4, "{warnings:#?}");
         assert!(warnings[0].starts_with("backpressure.session_hold_bytes (2097152)"));
         assert!(
             warnings[1].starts_with("stream_idle_timeout (300s) is not above idle_timeout (900s)")
         );
-        assert!(warnings[2].starts_with("token.cluster \"idp\""));
+        assert!(warnings[2]
+            .starts_with("stats_config.stats_tags has no platform, region, tenant, result tag"));
+        assert!(warnings[3].starts_with("token.cluster \"idp\""));
         let agreeing = serde_json::json!({
+            "stats_config": { "stats_tags": [
+                { "tag_name": "platform" }, { "tag_name": "region" },
+                { "tag_name": "tenant" }, { "tag_name": "result" }
+            ] },
             "static_resources": {
                 "listeners": [{ "per_connection_buffer_limit_bytes": 4194304,
                     "stream_idle_timeout": "960s" }],
