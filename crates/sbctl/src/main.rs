@@ -72,8 +72,8 @@ struct BenchArgs {
     /// Pad bytes per message.
     #[arg(long, default_value_t = 256)]
     payload: usize,
-    /// Message envelope: genesys, nice or generic.
-    #[arg(long, default_value = "genesys")]
+    /// Message envelope: genesys or nice (the mock platform's shapes), or generic.
+    #[arg(long, visible_alias = "profile-envelope", default_value = "genesys")]
     envelope: String,
     /// WebSocket ping interval (0s: none).
     #[arg(long, default_value = "0s", value_parser = duration_arg)]
@@ -90,10 +90,23 @@ struct BenchArgs {
     /// Send no agent token (the mock platform directly).
     #[arg(long)]
     no_token: bool,
+    /// Where the agent token goes: header (Authorization: Bearer), query or subprotocol.
+    #[arg(long, default_value = "header")]
+    token_in: String,
+    /// Query parameter of --token-in query.
+    #[arg(long, default_value = "access_token")]
+    token_query_param: String,
+    /// Sec-WebSocket-Protocol entry prefix of --token-in subprotocol.
+    #[arg(long, default_value = "bearer.")]
+    token_subprotocol_prefix: String,
+    /// Platform subprotocol to offer [default: with --token-in subprotocol, the envelope's:
+    /// v2.realtime-events for genesys, nice.digital.v1 for nice].
+    #[arg(long)]
+    subprotocol: Option<String>,
     /// Connection attempts per connect; refusals are retried after their Retry-After.
     #[arg(long, default_value_t = 5)]
     attempts: u32,
-    /// Envoy admin host:port, sampled for memory and Switchboard metrics.
+    /// Envoy admin, host:port or http://host:port, sampled for memory and Switchboard metrics.
     #[arg(long)]
     admin: Option<String>,
     /// Cluster whose upstream connections are reported.
@@ -111,7 +124,7 @@ struct BenchArgs {
     /// Ramp: a step whose errors per message pass this ends the ramp.
     #[arg(long, default_value_t = 0.01)]
     max_error_rate: f64,
-    /// Soak: gateway memory sample period.
+    /// Soak: sample period of the gateway's memory and upgrades and the agents' reconnects.
     #[arg(long, default_value = "10s", value_parser = duration_arg)]
     sample_every: Duration,
     /// Write the report as JSON here.
@@ -367,7 +380,8 @@ fn main() -> ExitCode {
 
 #[cfg(unix)]
 fn run_bench(args: BenchArgs) -> anyhow::Result<i32> {
-    use sbctl::load::{self, agent::Envelope, BenchConfig, Mode, Tokens};
+    use sbctl::load::agent::{Envelope, Presentation, TokenIn};
+    use sbctl::load::{self, BenchConfig, Mode, Tokens};
     let Some(mode) = Mode::parse(&args.mode) else {
         bail!(
             "--mode: {:?} is not one of steady, ramp, soak, storm",
@@ -380,6 +394,25 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<i32> {
             args.envelope
         );
     };
+    let Some(token_in) = TokenIn::parse(&args.token_in) else {
+        bail!(
+            "--token-in: {:?} is not one of header, query, subprotocol",
+            args.token_in
+        );
+    };
+    let presentation = Presentation::new(
+        // Without a token there is nothing to place.
+        if args.no_token {
+            TokenIn::Header
+        } else {
+            token_in
+        },
+        args.token_query_param,
+        args.token_subprotocol_prefix,
+        args.subprotocol,
+        envelope,
+    )
+    .map_err(anyhow::Error::msg)?;
     let tokens = if args.no_token {
         Tokens::None
     } else {
@@ -404,6 +437,7 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<i32> {
         envelope,
         ping_interval: (!args.ping_interval.is_zero()).then_some(args.ping_interval),
         tokens,
+        presentation,
         attempts: args.attempts,
         admin: args.admin,
         upstream_cluster: args.upstream_cluster,

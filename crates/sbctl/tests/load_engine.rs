@@ -2,76 +2,22 @@
 //! reports (JSON, table, PNG). It asserts that the tool works, never how fast.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
 
-const SBCTL: &str = env!("CARGO_BIN_EXE_sbctl");
+use support::Mock;
 
-struct Mock {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn mock(extra: &[&str]) -> Mock {
-    let mut child = Command::new(SBCTL)
-        .args(["mock-platform", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .trim()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
-    Mock { child, port }
-}
-
+/// Runs `sbctl bench` with a JSON report and a chart; the report and the printed table.
 fn bench(args: &[&str]) -> (serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("report.json");
-    let png = dir.path().join("chart.png");
-    let output = Command::new(SBCTL)
-        .arg("bench")
-        .args(args)
-        .args([
-            "--json",
-            json.to_str().unwrap(),
-            "--png",
-            png.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let chart = std::fs::read(&png).unwrap();
-    assert_eq!(&chart[..8], b"\x89PNG\r\n\x1a\n");
-    (report, stdout)
+    let run = support::bench(dir.path(), args);
+    let table = run.stdout();
+    (run.report, table)
 }
 
 #[test]
 fn a_steady_run_reports_latency_throughput_and_clean_closes() {
-    let platform = mock(&["--event-rate", "2"]);
-    let url = format!("ws://127.0.0.1:{}/v2/realtime", platform.port);
+    let platform = Mock::start(&["--event-rate", "2"]);
+    let url = platform.url();
     let (report, table) = bench(&[
         "--url",
         &url,
@@ -106,8 +52,8 @@ fn a_steady_run_reports_latency_throughput_and_clean_closes() {
 
 #[test]
 fn a_storm_drops_everyone_and_reconnects_them() {
-    let platform = mock(&["--event-rate", "0"]);
-    let url = format!("ws://127.0.0.1:{}/v2/realtime", platform.port);
+    let platform = Mock::start(&["--event-rate", "0"]);
+    let url = platform.url();
     let (report, table) = bench(&[
         "--url",
         &url,
@@ -128,26 +74,9 @@ fn a_storm_drops_everyone_and_reconnects_them() {
 }
 
 #[test]
-fn bad_arguments_name_their_flag() {
-    let output = Command::new(SBCTL)
-        .args(["bench", "--url", "http://x", "--no-token"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--url"), "{stderr}");
-    let output = Command::new(SBCTL)
-        .args(["bench", "--url", "ws://127.0.0.1:9/", "--mode", "sideways"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--mode"), "{stderr}");
-}
-
-#[test]
 fn a_ramp_adds_steps_until_the_ceiling_and_reports_the_knee() {
-    let platform = mock(&["--event-rate", "0"]);
-    let url = format!("ws://127.0.0.1:{}/v2/realtime", platform.port);
+    let platform = Mock::start(&["--event-rate", "0"]);
+    let url = platform.url();
     let (report, table) = bench(&[
         "--url",
         &url,
@@ -184,8 +113,8 @@ fn a_ramp_adds_steps_until_the_ceiling_and_reports_the_knee() {
 
 #[test]
 fn a_ramp_stops_at_the_first_step_over_the_threshold() {
-    let platform = mock(&["--event-rate", "0"]);
-    let url = format!("ws://127.0.0.1:{}/v2/realtime", platform.port);
+    let platform = Mock::start(&["--event-rate", "0"]);
+    let url = platform.url();
     // No round trip is under 1 µs: the first step is over the threshold and there is no knee.
     let (report, _) = bench(&[
         "--url",

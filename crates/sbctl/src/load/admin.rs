@@ -11,6 +11,26 @@ use tokio::net::TcpStream;
 const TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BODY: usize = 32 << 20;
 
+/// The `host:port` of `--admin`, given as that or as an `http://host:port[/]` URL.
+pub fn authority(admin: &str) -> Result<String, String> {
+    if admin.starts_with("https://") {
+        return Err(format!(
+            "--admin: {admin:?}: https is not supported; give the admin's plain host:port"
+        ));
+    }
+    let bare = admin.strip_prefix("http://").unwrap_or(admin);
+    let bare = bare.strip_suffix('/').unwrap_or(bare);
+    let well_formed = bare
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !well_formed || bare.contains(['/', '?', '#', '@', ' ']) {
+        return Err(format!(
+            "--admin: {admin:?} is not host:port or http://host:port"
+        ));
+    }
+    Ok(bare.to_owned())
+}
+
 /// GET `path` from `authority` (host:port); the body when the status is 200. HTTP/1.1 with
 /// `Connection: close` (Envoy's admin refuses HTTP/1.0), chunked bodies decoded.
 pub async fn get(authority: &str, path: &str) -> Option<String> {
@@ -144,6 +164,7 @@ pub async fn sample(authority: &str, cluster: Option<&str>) -> GatewaySample {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -167,6 +188,31 @@ switchboard_upgrades{platform="genesys",region="default",tenant="other",result="
             Some(123)
         );
         assert_eq!(stat("x: y", "x"), None);
+    }
+
+    #[test]
+    fn admin_is_host_port_or_an_http_url() {
+        for given in [
+            "127.0.0.1:9901",
+            "http://127.0.0.1:9901",
+            "http://127.0.0.1:9901/",
+        ] {
+            assert_eq!(authority(given).as_deref(), Ok("127.0.0.1:9901"), "{given}");
+        }
+        assert_eq!(authority("[::1]:9901").as_deref(), Ok("[::1]:9901"));
+        assert_eq!(authority("localhost:9901").as_deref(), Ok("localhost:9901"));
+        for bad in [
+            "https://127.0.0.1:9901",
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "127.0.0.1:99999",
+            ":9901",
+            "http://127.0.0.1:9901/stats",
+            "",
+        ] {
+            let err = authority(bad).unwrap_err();
+            assert!(err.starts_with("--admin: "), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -153,6 +153,7 @@ pub fn render(windows: &[Window]) -> Result<Vec<u8>, png::EncodingError> {
             .fold(0.0, f64::max),
     );
     let seconds = windows.len().max(2) as f64 - 1.0;
+    let first_second = windows.first().map_or(0.0, |w| w.second as f64);
     for i in 0..=4 {
         let y = y0 - plot_h * i / 4;
         canvas.line((x0, y), (x0 + plot_w, y), if i == 0 { AXIS } else { GRID });
@@ -163,7 +164,9 @@ pub fn render(windows: &[Window]) -> Result<Vec<u8>, png::EncodingError> {
     for i in 0..=5 {
         let x = x0 + plot_w * i / 5;
         canvas.line((x, y0), (x, y0 + 5), AXIS);
-        canvas.text(x - 8, y0 + 12, &label(seconds * i as f64 / 5.0), AXIS);
+        // Whole seconds of the run: windows are numbered from the first second.
+        let second = first_second + seconds * i as f64 / 5.0;
+        canvas.text(x - 8, y0 + 12, &format!("{second:.0}"), AXIS);
     }
     canvas.text(x0 + plot_w / 2 - 8, y0 + 32, "s", AXIS);
     let to_point = |i: usize, ms: f64| {

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod agent;
 pub mod chart;
+pub mod ramp;
 pub mod report;
 pub mod stats;
 
@@ -23,12 +24,18 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::mint::{self, MintSpec, SigningKey};
-use agent::{AgentPlan, Envelope, Phase};
-use report::{Report, StepResult};
+use crate::mock::Secret;
+use agent::{AgentPlan, Envelope, Phase, Presentation};
+use ramp::{StepResult, Thresholds};
+use report::{Report, SoakSample};
 use stats::{Stats, Window};
 
 /// Agents one run may simulate.
 pub const MAX_AGENTS: u32 = 100_000;
+/// Envoy's default `stats_flush_interval` (5 s): how stale its memory gauges can be.
+const ADMIN_FLUSH_SECS: u64 = 5;
+/// How long the end of the run waits for every agent's closing handshake.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -90,6 +97,8 @@ pub struct BenchConfig {
     pub envelope: Envelope,
     pub ping_interval: Option<Duration>,
     pub tokens: Tokens,
+    /// Where the token goes on the upgrade, and the platform subprotocol offered.
+    pub presentation: Presentation,
     /// Connection attempts per connect (refusals are retried after `Retry-After`).
     pub attempts: u32,
     /// Envoy admin `host:port` to sample.
@@ -107,11 +116,40 @@ pub struct BenchConfig {
 impl BenchConfig {
     /// One line naming the flag of the first bad setting.
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.url.starts_with("ws://") || self.url.starts_with("wss://")) {
+        if self.url.starts_with("wss://") {
+            return Err(
+                "--url: wss:// is not supported (this build has no TLS); put the gateway's plain listener in --url".to_owned(),
+            );
+        }
+        if !self.url.starts_with("ws://") {
+            return Err(format!("--url: {:?} is not a ws:// URL", self.url));
+        }
+        if self.url.contains('#') {
+            return Err("--url: a WebSocket URL has no fragment (RFC 6455 §3)".to_owned());
+        }
+        let p = &self.presentation;
+        if p.query_param.is_empty() || !p.query_param.bytes().all(is_unreserved) {
             return Err(format!(
-                "--url: {:?} is not a ws:// or wss:// URL",
-                self.url
+                "--token-query-param: {:?} must be letters, digits, '-', '.', '_' or '~'",
+                p.query_param
             ));
+        }
+        // RFC 6455 §4.1: every Sec-WebSocket-Protocol element is an RFC 7230 token.
+        if p.subprotocol_prefix.is_empty() || !p.subprotocol_prefix.bytes().all(is_tchar) {
+            return Err(format!(
+                "--token-subprotocol-prefix: {:?} must be a non-empty HTTP token",
+                p.subprotocol_prefix
+            ));
+        }
+        if let Some(subprotocol) = &p.subprotocol {
+            if subprotocol.is_empty() || !subprotocol.bytes().all(is_tchar) {
+                return Err(format!(
+                    "--subprotocol: {subprotocol:?} must be a non-empty HTTP token"
+                ));
+            }
+        }
+        if let Some(admin) = &self.admin {
+            admin::authority(admin)?;
         }
         if self.agents == 0 || self.agents > MAX_AGENTS {
             return Err(format!("--agents: must be 1..={MAX_AGENTS}"));
@@ -141,6 +179,16 @@ impl BenchConfig {
     }
 }
 
+/// RFC 3986 §2.3 unreserved characters: a query parameter name that needs no encoding.
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
 /// Raises the open-file soft limit to the hard limit: every agent is a socket.
 fn raise_fd_limit() -> u64 {
     let mut limit = libc::rlimit {
@@ -165,7 +213,8 @@ fn raise_fd_limit() -> u64 {
     limit.rlim_cur
 }
 
-fn authorization(tokens: &Tokens, index: u32, now: u64) -> Result<Option<String>, String> {
+/// The agent's own JWT: `bench-agent-<index>` of `tenant-<index mod tenants>`.
+fn agent_token(tokens: &Tokens, index: u32, now: u64) -> Result<Option<Secret>, String> {
     match tokens {
         Tokens::None => Ok(None),
         Tokens::Mint {
@@ -181,8 +230,8 @@ fn authorization(tokens: &Tokens, index: u32, now: u64) -> Result<Option<String>
             spec.kid = kid.clone();
             spec.ttl_secs = *ttl_secs;
             mint::mint(&spec, key, now)
-                .map(|jwt| Some(format!("Bearer {jwt}")))
-                .map_err(|err| format!("minting agent tokens: {err}"))
+                .map(|jwt| Some(Secret::new(jwt)))
+                .map_err(|err| format!("--key: minting agent tokens: {err}"))
         }
     }
 }
@@ -194,6 +243,8 @@ struct Run {
     agents: JoinSet<()>,
     spawned: u32,
     pad: Arc<str>,
+    url: Arc<str>,
+    presentation: Arc<Presentation>,
     now_secs: u64,
     run_id: u64,
 }
@@ -206,8 +257,9 @@ impl Run {
             let plan = AgentPlan {
                 index,
                 run_id: self.run_id,
-                url: self.config.url.clone(),
-                authorization: authorization(&self.config.tokens, index, self.now_secs)?,
+                url: Arc::clone(&self.url),
+                token: agent_token(&self.config.tokens, index, self.now_secs)?,
+                presentation: Arc::clone(&self.presentation),
                 envelope: self.config.envelope,
                 message_every: (self.config.msg_rate > 0.0)
                     .then(|| Duration::from_secs_f64(1.0 / self.config.msg_rate)),
@@ -251,6 +303,8 @@ pub async fn run(config: BenchConfig) -> Result<Report, String> {
         .unwrap_or(0);
     let mut run = Run {
         pad: Arc::from("x".repeat(config.payload)),
+        url: Arc::from(config.url.as_str()),
+        presentation: Arc::new(config.presentation.clone()),
         stats: Arc::new(Stats::default()),
         phase,
         agents: JoinSet::new(),
@@ -260,7 +314,7 @@ pub async fn run(config: BenchConfig) -> Result<Report, String> {
         config,
     };
     let config = run.config.clone();
-    let admin = config.admin.clone();
+    let admin = config.admin.as_deref().map(admin::authority).transpose()?;
     let cluster = config.upstream_cluster.clone();
     let sample = |admin: Option<String>, cluster: Option<String>| async move {
         match admin {
@@ -272,13 +326,17 @@ pub async fn run(config: BenchConfig) -> Result<Report, String> {
     let progress = std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut windows: Vec<Window> = Vec::new();
-    let mut memory: Vec<(u64, u64)> = Vec::new();
+    let mut soak_samples: Vec<SoakSample> = Vec::new();
+    if config.mode == Mode::Soak {
+        soak_samples.push(SoakSample::new(0, gateway_start.as_ref(), 0, false));
+    }
     let mut steps: Vec<StepResult> = Vec::new();
-    let mut knee: Option<u32> = None;
     let mut storm_at: Option<u64> = None;
     let mut storm_recovered_s: Option<f64> = None;
     let mut gateway_loaded = None;
     let mut sent_before = 0u64;
+    // The second since which every agent has been connected, if they still are.
+    let mut settled_since: Option<u64> = None;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
     let first = match config.mode {
@@ -304,8 +362,13 @@ pub async fn run(config: BenchConfig) -> Result<Report, String> {
         // Steady state: everyone spawned so far is connected or has given up (a ramp step or a
         // storm's reconnect wave ends it until they are back).
         let settled = window.agents_connected + run.stats.counters.gave_up.load(Ordering::Relaxed);
-        run.stats
-            .set_all_connected(settled >= u64::from(run.spawned));
+        let all_connected = settled >= u64::from(run.spawned);
+        run.stats.set_all_connected(all_connected);
+        settled_since = match (all_connected, settled_since) {
+            (false, _) => None,
+            (true, None) => Some(second),
+            (true, since) => since,
+        };
         if progress {
             eprint!(
                 "\r{:>5}s/{total_secs}s  agents {:>6}/{:<6}  sent/s {:>7}  p99 {:>8.2} ms  errors {:>6}   ",
@@ -319,36 +382,37 @@ pub async fn run(config: BenchConfig) -> Result<Report, String> {
         }
         windows.push(window);
         if config.mode == Mode::Soak && second % sample_secs == 0 {
-            if let Some(s) = sample(admin.clone(), cluster.clone()).await {
-                if let Some(bytes) = s.memory_allocated {
-                    memory.push((second, bytes));
-                }
-            }
+            let gateway = sample(admin.clone(), cluster.clone()).await;
+            let reconnects = run.stats.counters.reconnects.load(Ordering::Relaxed);
+            // Envoy refreshes `server.memory_allocated` once per stats flush: a sample taken
+            // sooner after the connect wave can still show the memory from before it.
+            let settled =
+                settled_since.is_some_and(|since| second >= since.saturating_add(ADMIN_FLUSH_SECS));
+            soak_samples.push(SoakSample::new(
+                second,
+                gateway.as_ref(),
+                reconnects,
+                settled,
+            ));
         }
         if config.mode == Mode::Ramp && second % interval_secs == 0 {
             let recent = windows
-                .iter()
-                .rev()
-                .take(usize::try_from(interval_secs).unwrap_or(1));
-            let (mut sent, mut errors, mut worst_p99) = (0u64, 0u64, 0f64);
-            for w in recent {
-                sent += w.sent;
-                errors += w.errors;
-                worst_p99 = worst_p99.max(w.round_trip.p99_ms);
-            }
-            let error_rate = errors as f64 / (sent.max(1)) as f64;
-            let ok = error_rate <= config.max_error_rate && worst_p99 <= config.max_p99_ms;
-            steps.push(StepResult {
-                agents: run.spawned,
-                connected: run.stats.counters.connected.load(Ordering::Relaxed),
-                p99_ms: worst_p99,
-                error_rate,
-                ok,
-            });
+                .len()
+                .saturating_sub(usize::try_from(interval_secs).unwrap_or(1));
+            let step = ramp::judge_step(
+                run.spawned,
+                run.stats.counters.connected.load(Ordering::Relaxed),
+                windows.get(recent..).unwrap_or_default(),
+                Thresholds {
+                    max_p99_ms: config.max_p99_ms,
+                    max_error_rate: config.max_error_rate,
+                },
+            );
+            let ok = step.ok;
+            steps.push(step);
             if !ok {
                 break;
             }
-            knee = Some(run.spawned);
             if run.spawned >= config.agents {
                 break;
             }
@@ -383,12 +447,14 @@ pub async fn run(config: BenchConfig) -> Result<Report, String> {
     }
     let elapsed = started.elapsed();
     let _ = run.phase.send(Phase::Stop);
-    // Every agent closes with 1000 and waits (bounded) for the answer.
+    // Every agent closes with 1000 and waits (bounded) for the answer; a second Ctrl-C, or
+    // the bound, gives up on the stragglers.
     let shutdown = async { while run.agents.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(30), shutdown)
-        .await
-        .is_err()
-    {
+    let finished = tokio::select! {
+        result = tokio::time::timeout(SHUTDOWN_WAIT, shutdown) => result.is_ok(),
+        _ = tokio::signal::ctrl_c() => false,
+    };
+    if !finished {
         run.agents.abort_all();
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -403,11 +469,11 @@ pub async fn run(config: BenchConfig) -> Result<Report, String> {
             gateway_start,
             gateway_loaded,
             gateway_end,
-            knee,
+            knee: ramp::knee(&steps),
             steps,
             storm_at,
             storm_recovered_s,
-            memory,
+            soak_samples,
             interrupted,
         },
     );

@@ -30,6 +30,13 @@
 //! Access tokens are opaque by default; `--token-format jwt` issues HS256 JWTs, and
 //! `--jwt-exp-skew` puts their `exp` before what `expires_in` says (see [`oauth`]).
 //!
+//! One port speaks HTTP/1.1 and cleartext HTTP/2 (prior knowledge, h2c), told apart by the
+//! connection preface. The HTTP/2 side advertises SETTINGS_ENABLE_CONNECT_PROTOCOL, and an
+//! extended CONNECT with `:protocol websocket` (RFC 8441) gets 200 and then the same session as
+//! an HTTP/1.1 upgrade (same checks, envelopes and records), so a gateway can carry many agent
+//! sessions as streams of a few connections. Each record says which (`http_version`);
+//! [`MockHealth`] counts connections and sessions by version.
+//!
 //! Use [`MockPlatform::new`] plus [`MockPlatform::serve`] to run it on a listener you bound, or
 //! [`spawn`] to run it on a background task and stop it with [`MockHandle::shutdown`].
 
@@ -229,15 +236,22 @@ struct Settings {
     require_token: bool,
 }
 
-/// Upgrades refused for want of a valid token (`--require-token`).
+/// Upgrades refused for want of a valid token (`--require-token`), and sessions and connections
+/// by HTTP version.
 #[derive(Debug, Default)]
 struct UpgradeCounters {
     token_missing: AtomicU64,
     token_invalid: AtomicU64,
     /// HTTP/2 connections accepted (prior knowledge, h2c).
     h2_connections: AtomicU64,
+    /// Of those, the ones still open; never reset.
+    h2_connections_open: AtomicU64,
     /// WebSocket sessions opened by extended CONNECT (RFC 8441) on those connections.
     h2_sessions: AtomicU64,
+    /// Of those, the ones whose session still runs; never reset.
+    h2_sessions_open: AtomicU64,
+    /// WebSocket sessions opened by an HTTP/1.1 upgrade.
+    h1_sessions: AtomicU64,
 }
 
 /// What `GET /_mock/health` serves.
@@ -255,12 +269,22 @@ pub struct MockHealth {
     pub rejected_upgrades_token_missing: u64,
     /// Of those, upgrades whose token was unknown here or expired.
     pub rejected_upgrades_token_invalid: u64,
-    /// HTTP/2 connections accepted so far.
+    /// HTTP/2 connections (prior knowledge, h2c) accepted since start or the last reset.
     #[serde(default)]
     pub h2_connections: u64,
-    /// WebSocket sessions opened over them by extended CONNECT (RFC 8441).
+    /// HTTP/2 connections open now (not zeroed by a reset).
+    #[serde(default)]
+    pub h2_connections_open: u64,
+    /// WebSocket sessions opened as extended CONNECT streams (RFC 8441) since start or the last
+    /// reset; each record of these shows `http_version: "HTTP/2"`.
     #[serde(default)]
     pub h2_sessions: u64,
+    /// Of the HTTP/2 sessions, the ones running now (not zeroed by a reset).
+    #[serde(default)]
+    pub h2_sessions_open: u64,
+    /// WebSocket sessions opened by an HTTP/1.1 upgrade since start or the last reset.
+    #[serde(default)]
+    pub h1_sessions: u64,
 }
 
 /// State shared by every connection of one mock platform.
@@ -271,7 +295,8 @@ struct Shared {
     token_requests: Mutex<TokenRequestLog>,
     authority: Mutex<TokenAuthority>,
     history: Mutex<EventHistory>,
-    /// Sessions whose task is running, by number (at most `max_connections`).
+    /// Sessions whose task is running, by number (at most `max_connections` over HTTP/1.1, plus
+    /// up to `server::H2_MAX_STREAMS` per HTTP/2 connection).
     live: Mutex<HashMap<u64, Arc<LiveSession>>>,
     upgrades: UpgradeCounters,
 }
@@ -438,8 +463,8 @@ impl MockPlatform {
         lock(&self.shared.authority).access_token_expiry_ms(token)
     }
 
-    /// What `GET /_mock/health` serves: token settings and the upgrades refused for want of a
-    /// valid token.
+    /// What `GET /_mock/health` serves: token settings, the upgrades refused for want of a
+    /// valid token, and sessions and connections by HTTP version.
     pub fn health(&self) -> MockHealth {
         Self::health_of(&self.shared)
     }
@@ -455,7 +480,10 @@ impl MockPlatform {
             rejected_upgrades_token_missing: missing,
             rejected_upgrades_token_invalid: invalid,
             h2_connections: shared.upgrades.h2_connections.load(Ordering::Relaxed),
+            h2_connections_open: shared.upgrades.h2_connections_open.load(Ordering::Relaxed),
             h2_sessions: shared.upgrades.h2_sessions.load(Ordering::Relaxed),
+            h2_sessions_open: shared.upgrades.h2_sessions_open.load(Ordering::Relaxed),
+            h1_sessions: shared.upgrades.h1_sessions.load(Ordering::Relaxed),
         }
     }
 

@@ -27,6 +27,8 @@ pub const MAX_PENDING_BURST: u64 = 100_000;
 #[derive(Debug, Clone)]
 pub struct SessionInfo {
     pub name: String,
+    /// `HTTP/1.1` for an upgrade, `HTTP/2` for an extended CONNECT stream (RFC 8441).
+    pub http_version: &'static str,
     pub method: String,
     /// Path and query exactly as received in the request target.
     pub path: String,
@@ -220,6 +222,7 @@ impl LiveSession {
         SessionRecord {
             session: self.session,
             name: self.info.name.clone(),
+            http_version: self.info.http_version.to_owned(),
             method: self.info.method.clone(),
             path: self.info.path.clone(),
             headers: self.info.headers.clone(),
@@ -257,6 +260,9 @@ impl LiveSession {
 pub struct SessionRecord {
     pub session: u64,
     pub name: String,
+    /// `HTTP/1.1` (upgrade, `method` GET) or `HTTP/2` (extended CONNECT, `method` CONNECT).
+    #[serde(default)]
+    pub http_version: String,
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
@@ -445,6 +451,7 @@ mod tests {
     fn info(agent: Option<&str>) -> SessionInfo {
         SessionInfo {
             name: "platform-1".into(),
+            http_version: "HTTP/1.1",
             method: "GET".into(),
             path: "/ws?x=1".into(),
             headers: vec![("host".into(), "example".into())],
@@ -487,6 +494,7 @@ mod tests {
         assert!(record.closed);
         assert_eq!(record.close_code, Some(1000));
         assert_eq!(record.header("host"), Some("example"));
+        assert_eq!(record.http_version, "HTTP/1.1");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::io;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -51,7 +51,18 @@ const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
 const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Streams one HTTP/2 connection may carry at once: a gateway multiplexes thousands of agent
 /// sessions over one connection.
-const H2_MAX_STREAMS: u32 = 100_000;
+pub(super) const H2_MAX_STREAMS: u32 = 100_000;
+/// Bytes a client may send on one stream before the session reads them: what an HTTP/1.1
+/// session's socket buffer would hold.
+const H2_STREAM_WINDOW: u32 = 1 << 20;
+/// Bytes a client may send on one connection before sessions read them. Far above the stream
+/// window so that sessions that stop reading (their agent stopped reading the echoes) do not
+/// stall the thousands of others sharing the connection: with a connection window of N stream
+/// windows, N stalled sessions would.
+const H2_CONNECTION_WINDOW: u32 = 1 << 30;
+/// Largest header block accepted on a stream: above the 96 KiB the gateway itself accepts, so
+/// HTTP/2 refuses nothing HTTP/1.1 (hyper's default limits) would take.
+const H2_MAX_HEADER_LIST_BYTES: u32 = 128 * 1024;
 /// Header that carries the routing key Switchboard attaches for sticky routing.
 const ROUTING_KEY_HEADER: &str = "x-agent-routing-key";
 
@@ -82,6 +93,22 @@ enum Transport {
         shared: Arc<Shared>,
         stop: watch::Receiver<bool>,
     },
+}
+
+/// Counts one open connection or session in a gauge for as long as it lives.
+struct OpenGauge<'a>(&'a AtomicU64);
+
+impl<'a> OpenGauge<'a> {
+    fn new(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenGauge<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// True when the connection starts with the HTTP/2 preface. Waits (bounded) until enough bytes
@@ -117,6 +144,7 @@ async fn serve_h2(shared: Arc<Shared>, stream: TcpStream, mut stop: watch::Recei
         .upgrades
         .h2_connections
         .fetch_add(1, Ordering::Relaxed);
+    let _open = OpenGauge::new(&shared.upgrades.h2_connections_open);
     let transport = Transport::Http2 {
         shared: Arc::clone(&shared),
         stop: stop.clone(),
@@ -131,8 +159,9 @@ async fn serve_h2(shared: Arc<Shared>, stream: TcpStream, mut stop: watch::Recei
         // RFC 8441 §3: SETTINGS_ENABLE_CONNECT_PROTOCOL = 1.
         .enable_connect_protocol()
         .max_concurrent_streams(H2_MAX_STREAMS)
-        .initial_stream_window_size(1 << 20)
-        .initial_connection_window_size(16 << 20);
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_header_list_size(H2_MAX_HEADER_LIST_BYTES);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     tokio::select! {
@@ -367,6 +396,10 @@ fn accept_websocket(
         .resolve(headers.iter().map(|(name, _)| name.as_str()));
     let info = SessionInfo {
         name: shared.settings.name.clone(),
+        http_version: match transport {
+            Transport::Http1(_) => "HTTP/1.1",
+            Transport::Http2 { .. } => "HTTP/2",
+        },
         method: request.method().as_str().to_owned(),
         path: request.uri().path_and_query().map_or_else(
             || request.uri().path().to_owned(),
@@ -408,6 +441,7 @@ fn accept_websocket(
     let mut response = Response::new(Full::new(Bytes::new()));
     match transport {
         Transport::Http1(slot) => {
+            shared.upgrades.h1_sessions.fetch_add(1, Ordering::Relaxed);
             *lock(slot) = Some(PendingSession { on_upgrade, plan });
             *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
             let response_headers = response.headers_mut();
@@ -423,6 +457,7 @@ fn accept_websocket(
             shared.upgrades.h2_sessions.fetch_add(1, Ordering::Relaxed);
             let (shared, stop) = (Arc::clone(shared), stop.clone());
             tokio::spawn(async move {
+                let _open = OpenGauge::new(&shared.upgrades.h2_sessions_open);
                 let live = Arc::clone(&plan.live);
                 match on_upgrade.await {
                     Ok(upgraded) => {
@@ -589,8 +624,16 @@ pub(super) fn reset(shared: &Shared) {
     lock(&shared.sessions).clear();
     lock(&shared.token_requests).clear();
     lock(&shared.history).clear();
-    shared.upgrades.token_missing.store(0, Ordering::Relaxed);
-    shared.upgrades.token_invalid.store(0, Ordering::Relaxed);
+    let upgrades = &shared.upgrades;
+    for counter in [
+        &upgrades.token_missing,
+        &upgrades.token_invalid,
+        &upgrades.h2_connections,
+        &upgrades.h2_sessions,
+        &upgrades.h1_sessions,
+    ] {
+        counter.store(0, Ordering::Relaxed);
+    }
 }
 
 /// Body of `POST /_mock/burst`.
