@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::tokens::{filter_config, token};
@@ -23,44 +22,6 @@ use tokio_tungstenite::tungstenite::Message;
 const AGENTS: usize = 50;
 /// Upper bound for any single wait.
 const WAIT: Duration = Duration::from_secs(10);
-
-/// The platform cluster's `typed_extension_protocol_options` block of the shipped example, as
-/// it stands there (cluster fields are indented by six spaces in both files).
-fn shipped_h2_protocol_options() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/switchboard-h2.yaml");
-    let example = std::fs::read_to_string(&path).unwrap();
-    let mut lines = example
-        .lines()
-        .skip_while(|line| *line != "      typed_extension_protocol_options:");
-    let mut block = String::new();
-    if let Some(first) = lines.next() {
-        block.push_str(first);
-        block.push('\n');
-    }
-    for line in lines.take_while(|line| line.starts_with("        ")) {
-        block.push_str(line);
-        block.push('\n');
-    }
-    assert!(
-        block.contains("allow_connect: true") && block.contains("http2_protocol_options"),
-        "no HTTP/2 protocol options on a cluster of {}:\n{block}",
-        path.display()
-    );
-    block
-}
-
-/// The test bootstrap of `common` with the shipped HTTP/2 options on the platform cluster only.
-fn h2_gateway_yaml(spec: &GatewaySpec<'_>) -> String {
-    let yaml = common::gateway_yaml(spec, &common::wasm_path());
-    let cluster = "    - name: platform\n      type: STATIC\n";
-    assert_eq!(yaml.matches(cluster).count(), 1, "{yaml}");
-    let with_options = format!("{cluster}{}", shipped_h2_protocol_options());
-    let yaml = yaml.replacen(cluster, &with_options, 1);
-    // The token cluster stays HTTP/1.1.
-    let token_cluster = yaml.split("- name: platform_token").nth(1).unwrap();
-    assert!(!token_cluster.contains("http2_protocol_options"));
-    yaml
-}
 
 fn spec_for(platform: &Platform, concurrency: u32) -> GatewaySpec<'_> {
     GatewaySpec {
@@ -135,7 +96,7 @@ async fn until_close(socket: &mut Socket) -> Option<Option<u16>> {
 async fn fifty_agents_share_at_most_two_upstream_connections_and_keep_every_feature() {
     let platform = token_bound_platform("h2");
     let spec = spec_for(&platform, 2);
-    let envoy = start_envoy(&h2_gateway_yaml(&spec), 2).await;
+    let envoy = start_envoy(&common::h2_upstream_yaml(&spec), 2).await;
 
     // Every fifth agent presents its token as a subprotocol, offering the platform's beside it;
     // the rest as a Bearer header.
@@ -365,7 +326,7 @@ async fn the_filter_counts_the_same_over_http2_as_over_http1() {
         let platform = token_bound_platform(if h2 { "h2" } else { "h1" });
         let spec = spec_for(&platform, 1);
         let yaml = if h2 {
-            h2_gateway_yaml(&spec)
+            common::h2_upstream_yaml(&spec)
         } else {
             common::gateway_yaml(&spec, &common::wasm_path())
         };

@@ -155,17 +155,43 @@ pub struct GatewaySpec<'a> {
     pub log_level: Option<&'a str>,
 }
 
-/// The test bootstrap with the platform cluster speaking HTTP/2 (prior knowledge) and allowing
-/// extended CONNECT, so upgrades travel as RFC 8441 streams.
+/// The platform cluster's `typed_extension_protocol_options` block of the shipped
+/// `examples/switchboard-h2.yaml`, as it stands there (cluster fields are indented by six
+/// spaces in both files), so tests and benchmarks run what users deploy.
+fn shipped_h2_protocol_options() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/switchboard-h2.yaml");
+    let example = std::fs::read_to_string(&path).unwrap();
+    let mut lines = example
+        .lines()
+        .skip_while(|line| *line != "      typed_extension_protocol_options:");
+    let mut block = String::new();
+    if let Some(first) = lines.next() {
+        block.push_str(first);
+        block.push('\n');
+    }
+    for line in lines.take_while(|line| line.starts_with("        ")) {
+        block.push_str(line);
+        block.push('\n');
+    }
+    assert!(
+        block.contains("allow_connect: true") && block.contains("http2_protocol_options"),
+        "no HTTP/2 protocol options on a cluster of {}:\n{block}",
+        path.display()
+    );
+    block
+}
+
+/// The test bootstrap with the shipped HTTP/2 options (RFC 8441 extended CONNECT) on the
+/// platform cluster only; the token cluster stays HTTP/1.1.
 pub fn h2_upstream_yaml(spec: &GatewaySpec<'_>) -> String {
     let yaml = gateway_yaml(spec, &wasm_path());
-    let marker = "    - name: platform\n      type: STATIC\n";
-    assert!(yaml.contains(marker));
-    yaml.replacen(
-        marker,
-        "    - name: platform\n      type: STATIC\n      typed_extension_protocol_options:\n        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n          \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n          explicit_http_config:\n            http2_protocol_options:\n              allow_connect: true\n              max_concurrent_streams: 100000\n              initial_stream_window_size: 1048576\n              initial_connection_window_size: 16777216\n",
-        1,
-    )
+    let cluster = "    - name: platform\n      type: STATIC\n";
+    assert_eq!(yaml.matches(cluster).count(), 1, "{yaml}");
+    let with_options = format!("{cluster}{}", shipped_h2_protocol_options());
+    let yaml = yaml.replacen(cluster, &with_options, 1);
+    let token_cluster = yaml.split("- name: platform_token").nth(1).unwrap();
+    assert!(!token_cluster.contains("http2_protocol_options"));
+    yaml
 }
 
 pub fn gateway_yaml(spec: &GatewaySpec<'_>, wasm: &Path) -> String {
