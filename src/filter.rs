@@ -10,7 +10,7 @@ use proxy_wasm::types::{Action, ContextType};
 use switchboard_core::backoff::{retry_after_secs, SaltedRng};
 use switchboard_core::budget::{Bucket, HoldQueue, Lease, Resume, Way};
 use switchboard_core::config::Config;
-use switchboard_core::dedup::{decode_owned, encode_owned, ring_key, Delivery};
+use switchboard_core::dedup::{deliver_in_slot, ring_key, Delivery};
 use switchboard_core::flow_config::{
     drain_action, BackpressureConfig, DrainAction, DuplicatePolicy,
 };
@@ -453,6 +453,7 @@ impl RootContext for Root {
             agent_counted: false,
             tenant: NO_TENANT_SLOT,
             summary: SessionSummary::default(),
+            slot_keys: SlotKeys::default(),
         }))
     }
 
@@ -496,6 +497,8 @@ struct Stream {
     tenant: TenantSlot,
     /// Totals for the session log line.
     summary: SessionSummary,
+    /// Where this agent's dedup ring and resume position live in shared data.
+    slot_keys: SlotKeys,
 }
 
 /// Resumes held streams whose budget allows, first held first (the root context's tick).
@@ -610,14 +613,37 @@ struct SessionToken {
 /// Per-agent dedup windows and resume positions in Envoy shared data, shared by every worker.
 struct SharedAgentStore<'a> {
     config: &'a Config,
+    keys: &'a mut SlotKeys,
+}
+
+/// The shared-data keys of a session's dedup ring and resume set, worked out once per agent
+/// rather than hashed again for every event.
+#[derive(Default)]
+struct SlotKeys {
+    routing_key: String,
+    dedup: String,
+    resume: String,
+}
+
+impl SlotKeys {
+    fn for_agent(&mut self, routing_key: &str, resume_slots: u32) -> &SlotKeys {
+        if self.dedup.is_empty() || self.routing_key != routing_key {
+            *self = SlotKeys {
+                routing_key: routing_key.to_string(),
+                dedup: ring_key(routing_key, DEDUP_SLOTS),
+                resume: set_key(routing_key, resume_slots),
+            };
+        }
+        self
+    }
 }
 
 impl SharedAgentStore<'_> {
     /// Read-modify-write of one shared value with compare-and-swap, a bounded number of times.
+    /// `change` gets the stored bytes and returns what to write back (`None`: leave it).
     fn update<T>(
-        &self,
         key: &str,
-        mut change: impl FnMut(Option<&[u8]>) -> (Vec<u8>, T),
+        mut change: impl FnMut(Option<Vec<u8>>) -> (Option<Vec<u8>>, T),
         fallback: T,
     ) -> T {
         for _ in 0..CAS_ATTEMPTS {
@@ -626,7 +652,10 @@ impl SharedAgentStore<'_> {
                 Ok(None) => (None, 0),
                 Err(_) => return fallback,
             };
-            let (next, result) = change(current.as_deref());
+            let (next, result) = change(current);
+            let Some(next) = next else {
+                return result;
+            };
             match host::shared_set(key, &next, cas) {
                 Ok(SharedWrite::Written) => return result,
                 Ok(SharedWrite::CasMismatch) => continue,
@@ -642,12 +671,14 @@ impl AgentStore for SharedAgentStore<'_> {
         let Some(window) = self.config.frames.dedup else {
             return Delivery::New;
         };
-        self.update(
-            &ring_key(routing_key, DEDUP_SLOTS),
+        let slots = self.config.frames.resume.as_ref().map_or(1, |r| r.2);
+        let key = &self.keys.for_agent(routing_key, slots).dedup;
+        Self::update(
+            key,
             |stored| {
-                let mut ring = decode_owned(stored.unwrap_or(&[]), routing_key, window.capacity);
-                let delivery = ring.check_and_record(event_id_digest, now_ms, window);
-                (encode_owned(routing_key, &ring), delivery)
+                let (delivery, write) =
+                    deliver_in_slot(stored, routing_key, event_id_digest, now_ms, window);
+                (write, delivery)
             },
             Delivery::New,
         )
@@ -657,12 +688,13 @@ impl AgentStore for SharedAgentStore<'_> {
         let Some((_, ttl_ms, slots)) = &self.config.frames.resume else {
             return;
         };
-        self.update(
-            &set_key(routing_key, *slots),
+        let key = &self.keys.for_agent(routing_key, *slots).resume;
+        Self::update(
+            key,
             |stored| {
-                let mut set = ResumeSet::decode(stored.unwrap_or(&[]));
+                let mut set = ResumeSet::decode(stored.as_deref().unwrap_or(&[]));
                 set.record(routing_key, position, now_ms, *ttl_ms);
-                (set.encode(), ())
+                (Some(set.encode()), ())
             },
             (),
         );
@@ -1283,6 +1315,7 @@ impl Stream {
         } else {
             let mut store = SharedAgentStore {
                 config: &self.shared.config,
+                keys: &mut self.slot_keys,
             };
             session.platform_chunk(&chunk, now, &mut store, &mut report)
         };

@@ -265,15 +265,34 @@ pub fn replace_body(kind: BufferKind, size: usize, bytes: &[u8]) -> HostResult<(
 
 /// Four bytes from the host's entropy source (WASI `random_get`), for frame masking keys
 /// (RFC 6455 §5.3 asks for unpredictable keys).
+/// A fresh masking key for a frame the gateway writes (RFC 6455 §5.3: from a strong entropy
+/// source). Keys come from a per-VM pool of host entropy refilled 64 keys at a time, so a busy
+/// session does not pay a host call for every chunk.
 pub fn mask_key() -> [u8; 4] {
-    let mut key = [0u8; 4];
-    if getrandom::fill(&mut key).is_err() {
-        // Without entropy a fixed key is still a valid frame; only predictability suffers.
-        key = now_nanos().to_le_bytes()[..4]
-            .try_into()
-            .unwrap_or([0x5a; 4]);
-    }
-    key
+    MASK_POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.1 + 4 > pool.0.len() {
+            if getrandom::fill(&mut pool.0).is_err() {
+                // Without entropy a fixed key is still a valid frame; only predictability suffers.
+                let clock = now_nanos().to_le_bytes();
+                return [clock[0], clock[1], clock[2], clock[3]];
+            }
+            pool.1 = 0;
+        }
+        let at = pool.1;
+        pool.1 += 4;
+        let mut key = [0u8; 4];
+        if let Some(bytes) = pool.0.get(at..at + 4) {
+            key.copy_from_slice(bytes);
+        }
+        key
+    })
+}
+
+thread_local! {
+    /// Host entropy not yet handed out as masking keys, and how much of it is used.
+    static MASK_POOL: std::cell::RefCell<([u8; 256], usize)> =
+        const { std::cell::RefCell::new(([0; 256], 256)) };
 }
 
 pub fn header_pairs(map: MapKind) -> HostResult<Vec<(String, Vec<u8>)>> {

@@ -149,6 +149,84 @@ pub fn decode_owned(bytes: &[u8], owner: &str, capacity: u16) -> DedupRing {
     }
 }
 
+/// [`DedupRing::check_and_record`] on an owned ring exactly as a shared-data slot stores it
+/// ([`encode_owned`]), without decoding it: the ids are scanned in place and a new one is written
+/// into its entry. Returns the delivery and the bytes to store back: `None` for a duplicate (the
+/// slot is unchanged), a fresh one-entry ring when the slot was empty, another agent's, garbage
+/// or of another capacity.
+pub fn deliver_in_slot(
+    stored: Option<Vec<u8>>,
+    owner: &str,
+    id: u64,
+    now_ms: u64,
+    window: DedupWindow,
+) -> (Delivery, Option<Vec<u8>>) {
+    let capacity = window.capacity.max(1);
+    let Some((mut bytes, ring_at)) = stored.and_then(|bytes| {
+        let ring_at = owned_ring_offset(&bytes, owner, capacity)?;
+        Some((bytes, ring_at))
+    }) else {
+        let mut ring = DedupRing::empty(capacity);
+        let delivery = ring.check_and_record(id, now_ms, window);
+        return (delivery, Some(encode_owned(owner, &ring)));
+    };
+    let fresh_since = now_ms.saturating_sub(window.max_age_ms);
+    let entries_at = ring_at + HEADER_BYTES;
+    let Some(entries) = bytes.get(entries_at..) else {
+        return (Delivery::New, None);
+    };
+    let seen = entries.chunks_exact(ENTRY_BYTES).any(|entry| {
+        let (stored_id, at) = entry_fields(entry);
+        stored_id == id && at >= fresh_since
+    });
+    if seen {
+        return (Delivery::Duplicate, None);
+    }
+    let next = bytes
+        .get(ring_at + 3..ring_at + 5)
+        .map_or(0, |b| usize::from(u16::from_le_bytes([b[0], b[1]])));
+    let slot = entries_at + next * ENTRY_BYTES;
+    if let Some(entry) = bytes.get_mut(slot..slot + ENTRY_BYTES) {
+        entry[..8].copy_from_slice(&id.to_le_bytes());
+        entry[8..].copy_from_slice(&now_ms.to_le_bytes());
+    }
+    let following = u16::try_from((next + 1) % usize::from(capacity)).unwrap_or(0);
+    if let Some(field) = bytes.get_mut(ring_at + 3..ring_at + 5) {
+        field.copy_from_slice(&following.to_le_bytes());
+    }
+    (Delivery::New, Some(bytes))
+}
+
+/// Where the ring starts in an owned slot value, when it is `owner`'s, well formed and of
+/// `capacity` entries.
+fn owned_ring_offset(bytes: &[u8], owner: &str, capacity: u16) -> Option<usize> {
+    let owner = owner.as_bytes().get(..255).unwrap_or(owner.as_bytes());
+    let (&len, rest) = bytes.split_first()?;
+    if rest.get(..usize::from(len))? != owner {
+        return None;
+    }
+    let ring_at = 1 + usize::from(len);
+    let header = bytes.get(ring_at..ring_at + HEADER_BYTES)?;
+    let stored_capacity = u16::from_le_bytes([header[1], header[2]]);
+    let next = u16::from_le_bytes([header[3], header[4]]);
+    let body = bytes.len() - ring_at - HEADER_BYTES;
+    (header[0] == FORMAT_VERSION
+        && stored_capacity == capacity
+        && next < stored_capacity
+        && body == usize::from(stored_capacity) * ENTRY_BYTES)
+        .then_some(ring_at)
+}
+
+fn entry_fields(entry: &[u8]) -> (u64, u64) {
+    let mut id = [0u8; 8];
+    let mut at = [0u8; 8];
+    if let (Some(i), Some(a)) = (entry.get(..8), entry.get(8..16)) {
+        id.copy_from_slice(i);
+        at.copy_from_slice(a);
+    }
+    (u64::from_le_bytes(id), u64::from_le_bytes(at))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -232,5 +310,81 @@ mod tests {
         assert_eq!(decode_owned(&[200, 1], "key-1", 4), DedupRing::empty(4));
         assert_eq!(ring_key("key-1", 64), ring_key("key-1", 64));
         assert!(ring_key("key-1", 64).starts_with("sb.dd."));
+    }
+
+    #[test]
+    fn in_place_check_matches_the_decoded_ring_step_by_step() {
+        let window = DedupWindow {
+            capacity: 4,
+            max_age_ms: 100,
+        };
+        let mut model = DedupRing::empty(window.capacity);
+        let mut slot: Option<Vec<u8>> = None;
+        let names = ["a", "b", "a", "c", "d", "e", "a", "b", "b", "f", "e"];
+        for (step, name) in names.iter().enumerate() {
+            let now = step as u64 * 30;
+            let id = event_digest(name);
+            let expected = model.check_and_record(id, now, window);
+            let (delivery, write) = deliver_in_slot(slot.clone(), "key-1", id, now, window);
+            assert_eq!(delivery, expected, "step {step} ({name})");
+            match write {
+                Some(bytes) => slot = Some(bytes),
+                None => assert_eq!(delivery, Delivery::Duplicate, "step {step}"),
+            }
+            assert_eq!(
+                slot.as_deref(),
+                Some(&encode_owned("key-1", &model)[..]),
+                "step {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn in_place_check_starts_afresh_on_a_slot_it_cannot_use() {
+        let mut ring = DedupRing::empty(WINDOW.capacity);
+        ring.check_and_record(event_digest("a"), 5, WINDOW);
+        let stored = encode_owned("key-1", &ring);
+        let fresh = |owner: &str| {
+            let mut ring = DedupRing::empty(WINDOW.capacity);
+            ring.check_and_record(event_digest("a"), 6, WINDOW);
+            encode_owned(owner, &ring)
+        };
+        // Another agent's ring: "a" is new for key-2, whose ring replaces it.
+        let (delivery, write) =
+            deliver_in_slot(Some(stored.clone()), "key-2", event_digest("a"), 6, WINDOW);
+        assert_eq!((delivery, write), (Delivery::New, Some(fresh("key-2"))));
+        // Every truncation of key-1's own ring is garbage: start afresh.
+        for len in 0..stored.len() {
+            let (delivery, write) = deliver_in_slot(
+                Some(stored[..len].to_vec()),
+                "key-1",
+                event_digest("a"),
+                6,
+                WINDOW,
+            );
+            assert_eq!(
+                (delivery, write),
+                (Delivery::New, Some(fresh("key-1"))),
+                "{len}"
+            );
+        }
+        let wider = DedupWindow {
+            capacity: 8,
+            ..WINDOW
+        };
+        let (delivery, write) =
+            deliver_in_slot(Some(stored.clone()), "key-1", event_digest("a"), 6, wider);
+        assert_eq!(delivery, Delivery::New);
+        assert_eq!(
+            write.map(|w| w.len()),
+            Some(1 + 5 + HEADER_BYTES + 8 * ENTRY_BYTES)
+        );
+        let mut bad_next = stored.clone();
+        bad_next[1 + 5 + 3] = 9;
+        let (delivery, _) = deliver_in_slot(Some(bad_next), "key-1", event_digest("a"), 6, WINDOW);
+        assert_eq!(delivery, Delivery::New);
+        let (delivery, write) =
+            deliver_in_slot(Some(stored), "key-1", event_digest("a"), 6, WINDOW);
+        assert_eq!((delivery, write), (Delivery::Duplicate, None));
     }
 }

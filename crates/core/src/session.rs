@@ -5,7 +5,7 @@
 //! [`WsSession::platform_chunk`], and writes back what they return.
 
 use crate::dedup::{event_digest, Delivery};
-use crate::events::{inspect, is_misrouted, tag_object, EnvelopeSpec};
+use crate::events::{inspect_text, is_misrouted, tag_object, EnvelopeSpec};
 use crate::ws::{
     encode_close, encode_frame, splice, splice_with_insert, Capture, Direction, Event, FrameParser,
     Limits, Opcode, Splice, Violation,
@@ -221,7 +221,7 @@ impl WsSession {
             }
         });
         match result {
-            Ok(()) => outcome(spliced),
+            Ok(()) => outcome(spliced, chunk),
             Err(violation) => {
                 report.violation = Some(violation);
                 self.stop(violation, Direction::ClientToServer);
@@ -255,26 +255,24 @@ impl WsSession {
         let features = &self.features;
         let spliced = splice(chunk, &events, |message, out| {
             if message.opcode == Opcode::Text && !message.compressed {
-                if let Ok(event) = serde_json::from_slice::<serde_json::Value>(&message.data) {
-                    let facts = inspect(&event, &features.envelope);
-                    if features.guard && is_misrouted(&facts, &owner.agent_id, &owner.routing_key) {
-                        report.misrouted += 1;
-                        return;
-                    }
-                    if features.dedup {
-                        if let Some(id) = &facts.id {
-                            if store.deliver(&owner.routing_key, event_digest(id), now_ms)
-                                == Delivery::Duplicate
-                            {
-                                report.duplicates += 1;
-                                return;
-                            }
+                let facts = inspect_text(&message.data, &features.envelope);
+                if features.guard && is_misrouted(&facts, &owner.agent_id, &owner.routing_key) {
+                    report.misrouted += 1;
+                    return;
+                }
+                if features.dedup {
+                    if let Some(id) = &facts.id {
+                        if store.deliver(&owner.routing_key, event_digest(id), now_ms)
+                            == Delivery::Duplicate
+                        {
+                            report.duplicates += 1;
+                            return;
                         }
                     }
-                    if features.resume {
-                        if let Some(position) = &facts.position {
-                            store.record_position(&owner.routing_key, position, now_ms);
-                        }
+                }
+                if features.resume {
+                    if let Some(position) = &facts.position {
+                        store.record_position(&owner.routing_key, position, now_ms);
                     }
                 }
             }
@@ -282,7 +280,7 @@ impl WsSession {
             encode_frame(true, rsv, message.opcode, &message.data, None, out);
         });
         match result {
-            Ok(()) => outcome(spliced),
+            Ok(()) => outcome(spliced, chunk),
             Err(violation) => {
                 report.violation = Some(violation);
                 self.stop(violation, Direction::ServerToClient);
@@ -417,9 +415,12 @@ fn close_frame(code: u16, direction: Direction, mask_key: [u8; 4]) -> Vec<u8> {
     encode_close(code, "", direction.frame_mask(mask_key)).unwrap_or_default()
 }
 
-fn outcome(spliced: Splice) -> ChunkOutcome {
+/// What to do with a chunk. Output identical to the chunk (platform events inspected and all
+/// kept, say) is forwarded as it is, which spares the host a rewrite of the body buffer.
+fn outcome(spliced: Splice, chunk: &[u8]) -> ChunkOutcome {
     match spliced {
         Splice::Forward => ChunkOutcome::Forward,
+        Splice::Replace(bytes) if bytes == chunk => ChunkOutcome::Forward,
         Splice::Replace(bytes) => ChunkOutcome::Replace(bytes),
     }
 }
@@ -622,6 +623,29 @@ mod tests {
             &replay,
         );
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn events_inspected_and_all_kept_are_forwarded_without_a_rewrite() {
+        let mut s = session(false);
+        let mut store = MapStore::default();
+        let wire = [
+            encode_text(&event("e1", "a1"), None),
+            encode_text(&event("e2", "a1"), None),
+        ]
+        .concat();
+        let mut report = ChunkReport::default();
+        let outcome = s.platform_chunk(&wire, 1_000, &mut store, &mut report);
+        assert_eq!(outcome, ChunkOutcome::Forward);
+        assert_eq!(store.positions["k1"], "ts-e2", "both were inspected");
+        // Split across chunks, the first part is withheld and the rest is rewritten.
+        let mut s = session(false);
+        let mut store = MapStore::default();
+        let again = encode_text(&event("e3", "a1"), None);
+        let first = s.platform_chunk(&again[..10], 2_000, &mut store, &mut report);
+        assert_eq!(first, ChunkOutcome::Replace(Vec::new()));
+        let rest = s.platform_chunk(&again[10..], 2_000, &mut store, &mut report);
+        assert_eq!(rest, ChunkOutcome::Replace(again.clone()));
     }
 
     #[test]
