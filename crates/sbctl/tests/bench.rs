@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{bench, Mock, SBCTL};
+use support::{bench, http_get, Mock, SBCTL};
 /// Base64url of `{"`: the start of every JWT header, so of every token the bench mints.
 const JWT_START: &str = "eyJ";
 
@@ -141,12 +141,16 @@ fn minted_tokens_go_where_the_gateway_reads_them_and_are_never_printed() {
     }
 }
 
-/// A stand-in for Envoy's admin: `/stats` with memory growing per scrape and a cluster's
-/// upstream connections, `/stats/prometheus` with Switchboard's series.
-fn fake_admin() -> u16 {
+/// A stand-in for Envoy's admin in front of `platform`: `/stats` with a cluster's upstream
+/// connections and a memory gauge that moves once a second (a stats flush), `/stats/prometheus`
+/// with Switchboard's series. Its active sessions are the platform's open ones as they were a
+/// second earlier, the way a gateway still holds streams for a moment after their close.
+fn fake_admin(platform: u16) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let scrapes = Arc::new(AtomicU64::new(0));
+    let born = Instant::now();
+    let mut open_history: Vec<(Instant, usize)> = Vec::new();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
@@ -166,17 +170,39 @@ fn fake_admin() -> u16 {
                     format!(
                         "cluster.platform.upstream_cx_active: 7\ncluster.platform.upstream_cx_total: {}\nserver.memory_allocated: {}\nserver.memory_heap_size: 4194304\n",
                         10 + n,
-                        1_000_000 + 1_000 * n
+                        1_000_000 + 1_000 * born.elapsed().as_secs()
                     )
                 }
-                "/stats/prometheus" => concat!(
-                    "# TYPE switchboard_sessions_active gauge\n",
-                    "switchboard_sessions_active{tenant=\"acme\"} 4\n",
-                    "switchboard_sessions_active{tenant=\"other\"} 1\n",
-                    "switchboard_upgrades{tenant=\"acme\",result=\"accepted\"} 9\n",
-                    "switchboard_upgrades{tenant=\"none\",result=\"auth\"} 2\n",
-                )
-                .to_owned(),
+                "/stats/prometheus" => {
+                    let sessions: serde_json::Value =
+                        serde_json::from_str(&http_get(platform, "/_mock/sessions")).unwrap();
+                    let open = sessions
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter(|s| s["closed"] == false)
+                        .count();
+                    let now = Instant::now();
+                    open_history.push((now, open));
+                    open_history
+                        .retain(|(at, _)| now.duration_since(*at) < Duration::from_secs(30));
+                    let open = open_history
+                        .iter()
+                        .rev()
+                        .find(|(at, _)| now.duration_since(*at) >= Duration::from_secs(1))
+                        .or(open_history.first())
+                        .map_or(0, |(_, open)| *open);
+                    format!(
+                        concat!(
+                            "# TYPE switchboard_sessions_active gauge\n",
+                            "switchboard_sessions_active{{tenant=\"acme\"}} {}\n",
+                            "switchboard_sessions_active{{tenant=\"other\"}} 0\n",
+                            "switchboard_upgrades{{tenant=\"acme\",result=\"accepted\"}} 9\n",
+                            "switchboard_upgrades{{tenant=\"none\",result=\"auth\"}} 2\n",
+                        ),
+                        open
+                    )
+                }
                 _ => String::new(),
             };
             let status = if body.is_empty() {
@@ -198,7 +224,7 @@ fn fake_admin() -> u16 {
 fn a_soak_samples_the_gateway_and_reports_memory_and_churn_drift() {
     let dir = tempfile::tempdir().unwrap();
     let platform = Mock::start(&["--event-rate", "0", "--envelope", "nice"]);
-    let admin = format!("http://127.0.0.1:{}/", fake_admin());
+    let admin = format!("http://127.0.0.1:{}/", fake_admin(platform.port));
     let url = platform.url();
     let run = bench(
         dir.path(),
@@ -234,15 +260,25 @@ fn a_soak_samples_the_gateway_and_reports_memory_and_churn_drift() {
     assert_eq!(samples[0]["second"], 0);
     assert_eq!(samples[0]["settled"], false, "{soak}");
     assert_eq!(samples.last().unwrap()["settled"], true, "{soak}");
-    // Memory grows by 1,000 B per scrape in the stand-in: the drift is positive.
+    // Memory grows by 1,000 B a second in the stand-in: the drift is positive.
     assert!(soak["memory_drift_bytes"].as_i64().unwrap() > 0, "{soak}");
     assert!(soak["memory_drift"].as_f64().unwrap() > 0.0, "{soak}");
     // Nobody reconnected, and the gateway's upgrade count did not move.
     assert_eq!(soak["churn_drift_per_s"], 0.0, "{soak}");
     assert_eq!(soak["gateway_churn_drift_per_s"], 0.0, "{soak}");
     assert_eq!(samples[0]["upgrades_total"], 11.0, "{soak}");
-    let start = &report["gateway"]["start"];
-    assert_eq!(start["sessions_active"], 5.0, "{start}");
+    let gateway = &report["gateway"];
+    let start = &gateway["start"];
+    // No session before the run, all 20 under load, none at the end: the end sample waits for
+    // the gateway to close them, then for its memory gauge to move (a flush after the close).
+    assert_eq!(start["sessions_active"], 0.0, "{start}");
+    assert_eq!(gateway["loaded"]["sessions_active"], 20.0, "{gateway}");
+    assert_eq!(gateway["end"]["sessions_active"], 0.0, "{gateway}");
+    assert!(
+        gateway["end"]["memory_allocated"].as_u64()
+            > gateway["loaded"]["memory_allocated"].as_u64(),
+        "{gateway}"
+    );
     assert_eq!(start["upgrades"]["accepted"], 9.0, "{start}");
     assert_eq!(start["upstream_cx_active"], 7, "{start}");
     assert_eq!(start["memory_heap_size"], 4_194_304, "{start}");

@@ -34,6 +34,9 @@ use stats::{Stats, Window};
 pub const MAX_AGENTS: u32 = 100_000;
 /// Envoy's default `stats_flush_interval` (5 s): how stale its memory gauges can be.
 const ADMIN_FLUSH_SECS: u64 = 5;
+/// Longest wait for the gateway to close the run's sessions before the end sample.
+const END_CLOSE_WAIT: Duration = Duration::from_secs(10);
+const END_POLL: Duration = Duration::from_millis(250);
 /// How long the end of the run waits for every agent's closing handshake.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 
@@ -457,8 +460,10 @@ pub async fn run(config: BenchConfig) -> Result<Report, String> {
     if !finished {
         run.agents.abort_all();
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let gateway_end = sample(admin, cluster).await;
+    let gateway_end = match &admin {
+        Some(authority) => Some(settled_end_sample(authority, cluster.as_deref()).await),
+        None => None,
+    };
     let report = Report::build(
         &config,
         &run.stats,
@@ -487,4 +492,32 @@ pub async fn run(config: BenchConfig) -> Result<Report, String> {
             .map_err(|err| format!("--png: {}: {err}", path.display()))?;
     }
     Ok(report)
+}
+
+/// The gateway figures after the run, once it has let go of it. Envoy refreshes its memory gauges
+/// only at a stats flush, so a sample taken as the agents leave still shows the memory under
+/// load. Waits (bounded) until the gateway's sessions and upstream streams are closed, then for the
+/// memory gauge to move, which marks a flush after the close.
+async fn settled_end_sample(authority: &str, cluster: Option<&str>) -> admin::GatewaySample {
+    let open = |s: &admin::GatewaySample| {
+        s.sessions_active.is_some_and(|n| n > 0.0) || s.upstream_rq_active.is_some_and(|n| n > 0)
+    };
+    let closing_until = Instant::now() + END_CLOSE_WAIT;
+    let mut latest = admin::sample(authority, cluster).await;
+    while open(&latest) && Instant::now() < closing_until {
+        tokio::time::sleep(END_POLL).await;
+        latest = admin::sample(authority, cluster).await;
+    }
+    let closed_memory = latest.memory_allocated;
+    let flush_until = Instant::now() + Duration::from_secs(ADMIN_FLUSH_SECS + 1);
+    while closed_memory.is_some() && Instant::now() < flush_until {
+        tokio::time::sleep(END_POLL).await;
+        let next = admin::sample(authority, cluster).await;
+        let flushed = next.memory_allocated != closed_memory;
+        latest = next;
+        if flushed {
+            break;
+        }
+    }
+    latest
 }
