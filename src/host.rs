@@ -263,11 +263,9 @@ pub fn replace_body(kind: BufferKind, size: usize, bytes: &[u8]) -> HostResult<(
     check(unsafe { proxy_set_buffer_bytes(kind as u32, 0, size, bytes.as_ptr(), bytes.len()) })
 }
 
-/// Four bytes from the host's entropy source (WASI `random_get`), for frame masking keys
-/// (RFC 6455 §5.3 asks for unpredictable keys).
 /// A fresh masking key for a frame the gateway writes (RFC 6455 §5.3: from a strong entropy
-/// source). Keys come from a per-VM pool of host entropy refilled 64 keys at a time, so a busy
-/// session does not pay a host call for every chunk.
+/// source). Keys come from a per-VM pool of host entropy (WASI `random_get`) refilled 64 keys at
+/// a time, so a busy session does not pay a host call for every chunk.
 pub fn mask_key() -> [u8; 4] {
     MASK_POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
