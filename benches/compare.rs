@@ -15,6 +15,9 @@
 //!   upstream connections per agent session.
 //!
 //! `BENCH_SMOKE=1` runs every scenario tiny (the `make bench-smoke` check inside `make test`).
+//! `BENCH_ONLY=throughput,scale` runs only the named scenarios (`throughput`, `scale`, `burst`,
+//! `http2`). Every Envoy run also reports the Envoy process's CPU time over the run, from
+//! `/proc`.
 //! Output: a table on stdout, `target/bench/report.json`, `target/bench/report.md`, and
 //! `target/bench/latency.png` (the Switchboard scale run).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -143,6 +146,50 @@ struct Run {
     scenario: &'static str,
     report: Option<Value>,
     note: String,
+    /// The gateway process's CPU seconds (user + system) over the run.
+    cpu_s: Option<f64>,
+}
+
+/// Whether `BENCH_ONLY` (a comma-separated list; unset is all) includes a scenario.
+fn wanted(scenario: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| {
+        only.split(',').any(|name| name.trim() == scenario)
+    })
+}
+
+/// Clock ticks per second for `/proc/<pid>/stat` times.
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// User + system CPU seconds a process and its direct children (nginx's workers) have used so
+/// far.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    // Fields after the parenthesised command name: the parent is the 4th, utime and stime the
+    // 14th and 15th.
+    fn fields(pid: &str) -> Option<(u32, f64)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let parent = fields.get(1)?.parse().ok()?;
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        Some((parent, utime + stime))
+    }
+    let (_, own) = fields(&pid.to_string())?;
+    let children: f64 = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| fields(entry.file_name().to_str()?))
+        .filter(|(parent, _)| *parent == pid)
+        .map(|(_, ticks)| ticks)
+        .sum();
+    Some((own + children) / clock_ticks())
 }
 
 /// One way of reaching the platform.
@@ -153,6 +200,8 @@ struct Target {
     token: bool,
     /// Envoy's admin port, for memory and cluster figures.
     admin: Option<u16>,
+    /// The gateway's process id, for its CPU time.
+    pid: Option<u32>,
 }
 
 impl Target {
@@ -162,6 +211,7 @@ impl Target {
             url: envoy.ws_url("/v2/realtime"),
             token: true,
             admin: Some(envoy.admin_port),
+            pid: Some(envoy.pid()),
         }
     }
 }
@@ -225,7 +275,12 @@ fn bench(load: &Load, target: &Target, png: Option<&Path>) -> Run {
         "{scenario}: {}: {agents} agents × {rate} msg/s for {secs} s",
         target.name
     );
+    let cpu_before = target.pid.and_then(cpu_seconds);
     let output = command.output().expect("run sbctl bench");
+    let cpu_s = match (cpu_before, target.pid.and_then(cpu_seconds)) {
+        (Some(before), Some(after)) => Some(after - before),
+        _ => None,
+    };
     let report = std::fs::read_to_string(out.path())
         .ok()
         .and_then(|text| serde_json::from_str::<Value>(&text).ok());
@@ -239,6 +294,7 @@ fn bench(load: &Load, target: &Target, png: Option<&Path>) -> Run {
         scenario,
         report,
         note,
+        cpu_s,
     }
 }
 
@@ -252,11 +308,11 @@ fn f(report: &Value, path: &[&str]) -> f64 {
 fn row(run: &Run) -> String {
     match &run.report {
         None => format!(
-            "| {} | {} | not run: {} | | | | | | | |",
+            "| {} | {} | not run: {} | | | | | | | | |",
             run.scenario, run.target, run.note
         ),
         Some(r) => format!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
             run.scenario,
             run.target,
             f(r, &["throughput", "echoed_per_s"]),
@@ -269,6 +325,8 @@ fn row(run: &Run) -> String {
                 .as_object()
                 .map_or(0, |e| e.values().filter_map(Value::as_u64).sum::<u64>()),
             r["abnormal_closes"].as_u64().unwrap_or(0),
+            run.cpu_s
+                .map_or_else(|| "—".to_string(), |cpu| format!("{cpu:.1}")),
         ),
     }
 }
@@ -335,6 +393,7 @@ fn main() {
         url: format!("ws://127.0.0.1:{}/v2/realtime", open.port),
         token: false,
         admin: None,
+        pid: None,
     };
     let bare_target = Target::envoy("bare Envoy", &bare);
     let switchboard_target = Target::envoy("Envoy + Switchboard", &switchboard);
@@ -343,6 +402,7 @@ fn main() {
         url: format!("ws://127.0.0.1:{}/v2/realtime", nginx.port),
         token: true,
         admin: None,
+        pid: Some(nginx.child.id()),
     });
     let mut runs = Vec::new();
     let throughput = Load {
@@ -352,17 +412,20 @@ fn main() {
         rate: tput_rate,
         connect_rate: 1000,
     };
-    for target in [&direct, &bare_target, &switchboard_target] {
-        runs.push(bench(&throughput, target, None));
-    }
-    match &nginx_target {
-        Some(target) => runs.push(bench(&throughput, target, None)),
-        None => runs.push(Run {
-            target: "nginx",
-            scenario: "throughput",
-            report: None,
-            note: "nginx not installed (make bench installs Debian's nginx)".into(),
-        }),
+    if wanted("throughput") {
+        for target in [&direct, &bare_target, &switchboard_target] {
+            runs.push(bench(&throughput, target, None));
+        }
+        match &nginx_target {
+            Some(target) => runs.push(bench(&throughput, target, None)),
+            None => runs.push(Run {
+                target: "nginx",
+                scenario: "throughput",
+                report: None,
+                note: "nginx not installed (make bench installs Debian's nginx)".into(),
+                cpu_s: None,
+            }),
+        }
     }
     let scale = Load {
         scenario: "scale",
@@ -372,8 +435,10 @@ fn main() {
         connect_rate: 500,
     };
     let png = out_dir.join("latency.png");
-    runs.push(bench(&scale, &bare_target, None));
-    runs.push(bench(&scale, &switchboard_target, Some(&png)));
+    if wanted("scale") {
+        runs.push(bench(&scale, &bare_target, None));
+        runs.push(bench(&scale, &switchboard_target, Some(&png)));
+    }
     let burst = Load {
         scenario: "burst",
         agents: burst_agents,
@@ -381,7 +446,9 @@ fn main() {
         rate: 1,
         connect_rate: 0,
     };
-    runs.push(bench(&burst, &switchboard_target, None));
+    if wanted("burst") {
+        runs.push(bench(&burst, &switchboard_target, None));
+    }
     drop(bare);
 
     // HTTP/2 upstream: one more Switchboard whose platform cluster speaks h2.
@@ -400,8 +467,11 @@ fn main() {
         connect_rate: 1000,
     };
     let mut h2_ratio = None;
-    match Envoy::try_start_yaml(&common::h2_upstream_yaml(&h2_spec), 2, Some("warning")) {
-        Ok(envoy) => {
+    let h2_envoy = wanted("http2")
+        .then(|| Envoy::try_start_yaml(&common::h2_upstream_yaml(&h2_spec), 2, Some("warning")));
+    match h2_envoy {
+        None => {}
+        Some(Ok(envoy)) => {
             std::thread::sleep(Duration::from_secs(2));
             let run = bench(
                 &h2_load,
@@ -419,17 +489,18 @@ fn main() {
             }
             runs.push(run);
         }
-        Err((_, why)) => runs.push(Run {
+        Some(Err((_, why))) => runs.push(Run {
             target: "Envoy + Switchboard (h2)",
             scenario: "http2 upstream",
             report: None,
             note: format!("Envoy did not start: {why}"),
+            cpu_s: None,
         }),
     }
 
     let mut md = String::new();
-    let _ = writeln!(md, "| scenario | target | echoes/s | handshake p99 ms | rtt p50 ms | rtt p99 ms | rtt p99.9 ms | rtt p99 ms, all connected | errors | 1006 |");
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "| scenario | target | echoes/s | handshake p99 ms | rtt p50 ms | rtt p99 ms | rtt p99.9 ms | rtt p99 ms, all connected | errors | 1006 | proxy CPU s |");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
     for run in &runs {
         let _ = writeln!(md, "{}", row(run));
     }
@@ -450,6 +521,25 @@ fn main() {
                 );
             }
         }
+    }
+    // Proxy CPU per echo (a message up and its echo down), from the throughput runs.
+    let per_echo: Vec<String> = runs
+        .iter()
+        .filter(|r| r.scenario == "throughput")
+        .filter_map(|r| {
+            let report = r.report.as_ref()?;
+            let echoed = report["round_trip"]["samples"]
+                .as_f64()
+                .filter(|n| *n > 0.0)?;
+            Some(format!("{} {:.1} µs", r.target, r.cpu_s? / echoed * 1e6))
+        })
+        .collect();
+    if !per_echo.is_empty() {
+        let _ = writeln!(
+            md,
+            "- proxy CPU per echo (one message up and its echo down), throughput runs: {}",
+            per_echo.join(", ")
+        );
     }
     let scale_bare = runs
         .iter()
@@ -494,7 +584,7 @@ fn main() {
     std::fs::write(out_dir.join("report.md"), &md).unwrap();
     let all: Vec<Value> = runs
         .iter()
-        .map(|r| json!({ "scenario": r.scenario, "target": r.target, "note": r.note, "report": r.report }))
+        .map(|r| json!({ "scenario": r.scenario, "target": r.target, "note": r.note, "proxy_cpu_s": r.cpu_s, "report": r.report }))
         .collect();
     std::fs::write(
         out_dir.join("report.json"),
