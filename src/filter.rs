@@ -36,8 +36,8 @@ use switchboard_core::ws::{Direction, Limits};
 use crate::flow::{self, HELD_BYTES_KEY};
 use crate::host::{self, BufferKind, MapKind, SharedWrite};
 use crate::metrics::{
-    close_label, code_label, Family, FrameCounter, FrameIds, Metrics, Scope, HELD_BYTES,
-    HELD_STREAMS, PLATFORM_TOKEN_TTL, QUEUE_CAPACITY, SESSIONS_ACTIVE, UPGRADE_FILTER_TIME_US,
+    close_label, code_label, Family, Metrics, Scope, HELD_BYTES, HELD_STREAMS, PLATFORM_TOKEN_TTL,
+    QUEUE_CAPACITY, SESSIONS_ACTIVE, UPGRADE_FILTER_TIME_US,
 };
 
 /// Slots of the shared dedup table (one ring per agent in a slot; see `core::dedup`).
@@ -424,7 +424,6 @@ impl RootContext for Root {
         let Some(shared) = self.shared.clone() else {
             return;
         };
-        shared.metrics.borrow_mut().flush();
         if let Some(config) = &shared.config.token {
             self.token_tick(&shared, config);
         }
@@ -455,7 +454,6 @@ impl RootContext for Root {
             tenant: NO_TENANT_SLOT,
             summary: SessionSummary::default(),
             slot_keys: SlotKeys::default(),
-            frame_ids: FrameIds::default(),
         }))
     }
 
@@ -501,8 +499,6 @@ struct Stream {
     summary: SessionSummary,
     /// Where this agent's dedup ring and resume position live in shared data.
     slot_keys: SlotKeys,
-    /// This session's frame-path counter ids (its tenant's series).
-    frame_ids: FrameIds,
 }
 
 /// Resumes held streams whose budget allows, first held first (the root context's tick).
@@ -1600,23 +1596,30 @@ impl Stream {
         }
         let scope = self.scope();
         let mut metrics = self.shared.metrics.borrow_mut();
-        let ids = &mut self.frame_ids;
-        let (frames, bytes_counter) = if from_client {
-            (FrameCounter::FramesUp, FrameCounter::BytesUp)
-        } else {
-            (FrameCounter::FramesDown, FrameCounter::BytesDown)
-        };
-        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
-        for (counter, amount) in [
-            (frames, report.frames),
-            (bytes_counter, bytes),
-            (FrameCounter::Tagged, report.tagged),
-            (FrameCounter::Untouched, report.untagged),
-            (FrameCounter::Duplicate, report.duplicates),
-            (FrameCounter::Injected, report.injected),
-            (FrameCounter::Misrouted, report.misrouted),
-        ] {
-            metrics.add_later(scope, ids, counter, amount);
+        let dir = if from_client { "up" } else { "down" };
+        if report.frames > 0 {
+            metrics.add(scope, Family::Frames, dir, report.frames);
+        }
+        metrics.add(
+            scope,
+            Family::FrameBytes,
+            dir,
+            u64::try_from(bytes).unwrap_or(u64::MAX),
+        );
+        if report.tagged > 0 {
+            metrics.add(scope, Family::Tagging, "tagged", report.tagged);
+        }
+        if report.untagged > 0 {
+            metrics.add(scope, Family::Tagging, "untouched", report.untagged);
+        }
+        if report.duplicates > 0 {
+            metrics.add(scope, Family::EventDrops, "duplicate", report.duplicates);
+        }
+        if report.injected > 0 {
+            metrics.add(scope, Family::AuthRefresh, "injected", report.injected);
+        }
+        if report.misrouted > 0 {
+            metrics.add(scope, Family::EventDrops, "misrouted", report.misrouted);
         }
         for code in &report.closes {
             metrics.count(scope, Family::Closes, close_label(side, *code));
@@ -1644,8 +1647,6 @@ impl Stream {
 impl Context for Stream {
     fn on_done(&mut self) -> bool {
         self.release_holds();
-        // This session's frame counts reach Envoy's counters before it stops counting as active.
-        self.shared.metrics.borrow_mut().flush();
         if std::mem::take(&mut self.agent_counted) {
             if let Some(identity) = &self.identity {
                 let _ = flow::agent_sessions_add(&identity.routing_key, -1, None);

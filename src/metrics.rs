@@ -5,11 +5,6 @@
 //! Session metrics carry the tenant (bounded by `metrics.tenants`/`max_tenants`); gateway-wide
 //! ones (token refresh, queue depth, filter time) do not. Metric ids are cached per VM; defining
 //! is lazy so only series that occur create stats.
-//!
-//! The frame path's counters (frames, bytes, tagging, event drops, injected frames) change on
-//! every body chunk. They are summed in the VM and added to Envoy's counters at the root's tick
-//! and when a session ends, instead of with a host call or three per chunk, so they trail what
-//! happened by at most one tick.
 
 use std::collections::HashMap;
 
@@ -100,46 +95,7 @@ pub struct Metrics {
     tenants: TenantLabels,
     counters: HashMap<(Family, &'static str, Scope), u32>,
     named: HashMap<(&'static str, Scope), u32>,
-    /// Frame-path amounts not yet added to Envoy's counters, by metric id. An entry stays once
-    /// made (at zero after a flush), so this holds at most one entry per defined counter.
-    pending: HashMap<u32, u64>,
 }
-
-/// The counters the frame path moves on every chunk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameCounter {
-    FramesUp,
-    FramesDown,
-    BytesUp,
-    BytesDown,
-    Tagged,
-    Untouched,
-    Duplicate,
-    Misrouted,
-    Injected,
-}
-
-impl FrameCounter {
-    const COUNT: usize = 9;
-
-    const fn series(self) -> (Family, &'static str) {
-        match self {
-            FrameCounter::FramesUp => (Family::Frames, "up"),
-            FrameCounter::FramesDown => (Family::Frames, "down"),
-            FrameCounter::BytesUp => (Family::FrameBytes, "up"),
-            FrameCounter::BytesDown => (Family::FrameBytes, "down"),
-            FrameCounter::Tagged => (Family::Tagging, "tagged"),
-            FrameCounter::Untouched => (Family::Tagging, "untouched"),
-            FrameCounter::Duplicate => (Family::EventDrops, "duplicate"),
-            FrameCounter::Misrouted => (Family::EventDrops, "misrouted"),
-            FrameCounter::Injected => (Family::AuthRefresh, "injected"),
-        }
-    }
-}
-
-/// One session's frame-path metric ids, resolved on first use so a chunk costs no name lookup.
-#[derive(Debug, Default)]
-pub struct FrameIds([Option<u32>; FrameCounter::COUNT]);
 
 impl Metrics {
     pub fn new(config: &MetricsConfig) -> Self {
@@ -148,7 +104,6 @@ impl Metrics {
             tenants: TenantLabels::new(config.tenants.clone()),
             counters: HashMap::new(),
             named: HashMap::new(),
-            pending: HashMap::new(),
         }
     }
 
@@ -175,66 +130,23 @@ impl Metrics {
     }
 
     pub fn add(&mut self, scope: Scope, family: Family, label: &'static str, amount: u64) {
-        if let Some(id) = self.counter_id(scope, family, label) {
-            let _ = host::increment_metric(id, i64::try_from(amount).unwrap_or(i64::MAX));
-        }
-    }
-
-    fn counter_id(&mut self, scope: Scope, family: Family, label: &'static str) -> Option<u32> {
-        if let Some(id) = self.counters.get(&(family, label, scope)) {
-            return Some(*id);
-        }
-        let name = self.name(scope, &format!("{}{}", family.prefix(), label));
-        match host::define_metric(MetricKind::Counter, &name) {
-            Ok(id) => {
-                self.counters.insert((family, label, scope), id);
-                Some(id)
-            }
-            Err(err) => {
-                log::warn!("metrics: cannot define {name}: {err}");
-                None
-            }
-        }
-    }
-
-    /// Adds to a frame-path counter at the next [`Metrics::flush`]. `ids` is the session's cache
-    /// for `scope`.
-    pub fn add_later(
-        &mut self,
-        scope: Scope,
-        ids: &mut FrameIds,
-        counter: FrameCounter,
-        amount: u64,
-    ) {
-        if amount == 0 {
-            return;
-        }
-        let Some(slot) = ids.0.get_mut(counter as usize) else {
-            return;
-        };
-        let id = match *slot {
-            Some(id) => id,
+        let id = match self.counters.get(&(family, label, scope)) {
+            Some(id) => *id,
             None => {
-                let (family, label) = counter.series();
-                let Some(id) = self.counter_id(scope, family, label) else {
-                    return;
-                };
-                *slot = Some(id);
-                id
+                let name = self.name(scope, &format!("{}{}", family.prefix(), label));
+                match host::define_metric(MetricKind::Counter, &name) {
+                    Ok(id) => {
+                        self.counters.insert((family, label, scope), id);
+                        id
+                    }
+                    Err(err) => {
+                        log::warn!("metrics: cannot define {name}: {err}");
+                        return;
+                    }
+                }
             }
         };
-        let sum = self.pending.entry(id).or_insert(0);
-        *sum = sum.saturating_add(amount);
-    }
-
-    /// Adds what the frame path summed since the last flush to Envoy's counters.
-    pub fn flush(&mut self) {
-        for (id, amount) in &mut self.pending {
-            let amount = std::mem::take(amount);
-            if amount > 0 {
-                let _ = host::increment_metric(*id, i64::try_from(amount).unwrap_or(i64::MAX));
-            }
-        }
+        let _ = host::increment_metric(id, i64::try_from(amount).unwrap_or(i64::MAX));
     }
 
     fn named_id(&mut self, kind: MetricKind, scope: Scope, name: &'static str) -> Option<u32> {

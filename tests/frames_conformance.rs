@@ -216,11 +216,7 @@ async fn fifty_concurrent_sessions_echo_fragmented_binary_byte_exact() {
         started.elapsed()
     );
     // Fragments really crossed the gateway as separate frames (pings and closes count too).
-    let up = envoy
-        .stat_until("wasmcustom.switchboard.frames.dir.up", |v| {
-            v >= data_frames as i64
-        })
-        .await;
+    let up = envoy.stat("wasmcustom.switchboard.frames.dir.up").await;
     assert!(
         up >= data_frames as i64 && data_frames > 1000,
         "{up} < {data_frames}"
@@ -317,8 +313,7 @@ async fn fragmented_json_text_gets_exactly_the_routing_key_added() {
     assert_eq!(echo.as_str(), plain);
     assert_eq!(
         envoy
-            .stat_until("wasmcustom.switchboard.tagging.result.tagged", |v| v
-                >= sent)
+            .stat("wasmcustom.switchboard.tagging.result.tagged")
             .await,
         sent
     );
@@ -646,13 +641,6 @@ async fn permessage_deflate_passes_when_configured() {
         "FIN + RSV1 text (a compressed echo), got {first:#x}"
     );
     assert!(!payload.is_empty());
-    // Frame counts reach Envoy's counters together with the tagging counts of the same chunks.
-    assert!(
-        envoy
-            .stat_until("wasmcustom.switchboard.frames.dir.down", |v| v >= 1)
-            .await
-            >= 1
-    );
     assert_eq!(
         envoy
             .stat("wasmcustom.switchboard.tagging.result.tagged")

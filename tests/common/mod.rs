@@ -440,29 +440,15 @@ impl Envoy {
         }
     }
 
-    /// A counter or gauge from `/stats` by its full name (0 when absent).
     /// The Envoy process's id (for CPU figures in the benchmarks).
     pub fn pid(&self) -> u32 {
         self._process.0.id()
     }
 
+    /// A counter or gauge from `/stats` by its full name (0 when absent).
     pub async fn stat(&self, name: &str) -> i64 {
         let stats = self.stats().await;
         stat_value(&stats, name)
-    }
-
-    /// A counter the filter adds to at its tick and at a session's end (the frame-path
-    /// counters): reads it until `done` holds or 5 s have passed, and returns the last value.
-    pub async fn stat_until(&self, name: &str, done: impl Fn(i64) -> bool) -> i64 {
-        let mut value = self.stat(name).await;
-        for _ in 0..100 {
-            if done(value) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            value = self.stat(name).await;
-        }
-        value
     }
 
     /// No wasm VM failure or panic shows in the log.
