@@ -15,7 +15,8 @@
 //!   upstream connections per agent session.
 //!
 //! `BENCH_SMOKE=1` runs every scenario tiny (the `make bench-smoke` check inside `make test`).
-//! `BENCH_ONLY=throughput,scale` runs only the named scenarios (`throughput`, `scale`, `burst`,
+//! `BENCH_FILTER='{"frames":{"dedup":{"enabled":false}}}'` merges a variant into Switchboard's
+//! configuration. `BENCH_ONLY=throughput,scale` runs only the named scenarios (`throughput`, `scale`, `burst`,
 //! `http2`). Every Envoy run also reports the Envoy process's CPU time over the run, from
 //! `/proc`.
 //! Output: a table on stdout, `target/bench/report.json`, `target/bench/report.md`, and
@@ -47,8 +48,10 @@ fn smoke() -> bool {
 
 /// Switchboard with every feature on: identity, routing, tagging, dedup and resume, the platform
 /// token, backpressure budgets well above the load, admission, idle timeout, metrics labels.
+/// `BENCH_FILTER` (a JSON object) is merged over it, to measure a variant, e.g.
+/// `{"frames":{"dedup":{"enabled":false}}}`.
 fn switchboard_filter() -> String {
-    filter_config(json!({
+    let mut config = json!({
         "token": {
             "cluster": "platform_token",
             "client_id": "switchboard",
@@ -64,7 +67,30 @@ fn switchboard_filter() -> String {
         },
         "admission": { "upgrades_per_sec": 100000, "max_sessions_per_agent": 5 },
         "metrics": { "region": "bench" }
-    }))
+    });
+    if let Ok(text) = std::env::var("BENCH_FILTER") {
+        let variant: Value = serde_json::from_str(&text).expect("BENCH_FILTER is a JSON object");
+        merge(&mut config, variant);
+        eprintln!("Switchboard variant: {text}");
+    }
+    filter_config(config)
+}
+
+/// Merges `over` into `base`, object member by object member.
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(base), Value::Object(over)) => {
+            for (key, value) in over {
+                match base.get_mut(&key) {
+                    Some(slot) => merge(slot, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (slot, value) => *slot = value,
+    }
 }
 
 /// nginx as a user would set it up for WebSockets, two workers like Envoy's two.
