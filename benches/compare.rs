@@ -16,9 +16,9 @@
 //!
 //! `BENCH_SMOKE=1` runs every scenario tiny (the `make bench-smoke` check inside `make test`).
 //! `BENCH_FILTER='{"frames":{"dedup":{"enabled":false}}}'` merges a variant into Switchboard's
-//! configuration. `BENCH_ONLY=throughput,scale` runs only the named scenarios (`throughput`, `scale`, `burst`,
-//! `http2`). Every Envoy run also reports the Envoy process's CPU time over the run, from
-//! `/proc`.
+//! configuration. `BENCH_ONLY=throughput,scale` runs only the named scenarios (`throughput`,
+//! `scale`, `burst`, `http2`). Every run through a proxy also reports the proxy's CPU time over
+//! the run, from `/proc`.
 //! Output: a table on stdout, `target/bench/report.json`, `target/bench/report.md`, and
 //! `target/bench/latency.png` (the Switchboard scale run).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -172,7 +172,7 @@ struct Run {
     scenario: &'static str,
     report: Option<Value>,
     note: String,
-    /// The gateway process's CPU seconds (user + system) over the run.
+    /// The proxy's CPU seconds (user + system) over the run.
     cpu_s: Option<f64>,
 }
 
@@ -226,7 +226,7 @@ struct Target {
     token: bool,
     /// Envoy's admin port, for memory and cluster figures.
     admin: Option<u16>,
-    /// The gateway's process id, for its CPU time.
+    /// The proxy's process id, for its CPU time.
     pid: Option<u32>,
 }
 
