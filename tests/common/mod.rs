@@ -140,7 +140,7 @@ pub struct Envoy {
     pub admin_port: u16,
     pub log: Arc<Mutex<String>>,
     dir: tempfile::TempDir,
-    _process: Reaped,
+    process: Reaped,
 }
 
 /// Filter options the tests vary.
@@ -396,7 +396,7 @@ impl Envoy {
             admin_port,
             log,
             dir,
-            _process: process,
+            process,
         })
     }
 
@@ -442,7 +442,7 @@ impl Envoy {
 
     /// The Envoy process's id (for CPU figures in the benchmarks).
     pub fn pid(&self) -> u32 {
-        self._process.0.id()
+        self.process.0.id()
     }
 
     /// A counter or gauge from `/stats` by its full name (0 when absent).
